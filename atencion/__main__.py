@@ -1,0 +1,3 @@
+from atencion.cli import main
+
+main()
