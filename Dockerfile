@@ -1,0 +1,59 @@
+# atencion: the LitServe service with the shipped checkpoints inside.
+#
+#   CPU (default):  docker build -t atencion .
+#   GPU:            docker build -t atencion:gpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+#
+# PyTorch's CUDA wheels bring their own CUDA runtime libraries, so the GPU variant keeps the same slim base;
+# the host needs only the NVIDIA driver and the NVIDIA Container Toolkit (compose's `gpu` profile reserves
+# the device). Pick the CUDA build your driver supports from pytorch.org's install matrix.
+# Settings are environment variables (docs/deploy.md lists them all; compose passes every one).
+FROM python:3.11-slim
+
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
+# A non-root user owns the application and the Hugging Face cache (a volume: Hub-pulled models survive restarts).
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin atencion \
+    && mkdir -p /app /var/cache/huggingface \
+    && chown atencion:atencion /var/cache/huggingface
+
+WORKDIR /app
+
+# Torch first, from the chosen index, so `pip install .` below finds the pin already satisfied
+# (2.13.0+cpu satisfies torch==2.13.0) and never pulls the multi-GB CUDA wheel from PyPI into a CPU image.
+RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
+
+COPY pyproject.toml README.md ./
+COPY atencion/ atencion/
+COPY modeling/ modeling/
+COPY training/ training/
+COPY service/ service/
+RUN pip install . && rm -rf build *.egg-info
+
+# The shipped models (config.json, model.safetensors, tokenizer.json each); served offline by default.
+COPY checkpoints/ checkpoints/
+
+ENV HF_HOME=/var/cache/huggingface \
+    ATENCION_ENCODERS=/app/checkpoints/encoder-dense,/app/checkpoints/encoder-sparse \
+    ATENCION_DECODERS=/app/checkpoints/decoder-dense,/app/checkpoints/decoder-sparse \
+    ATENCION_HOST=0.0.0.0 \
+    ATENCION_PORT=8000 \
+    ATENCION_ACCELERATOR=auto
+
+USER atencion
+VOLUME ["/var/cache/huggingface"]
+EXPOSE 8000
+
+# Slim images have no curl: ask /health (200 only once every worker has loaded) with the standard library.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as r; q = r.Request('http://127.0.0.1:%s/health' % os.environ.get('ATENCION_PORT', '8000'), headers={'X-API-Key': os.environ.get('ATENCION_API_KEY', '')}); raise SystemExit(r.urlopen(q, timeout=4).status != 200)"]
+
+# The service drains in-flight requests on SIGTERM (compose gives it a long stop_grace_period).
+STOPSIGNAL SIGTERM
+CMD ["atencion", "serve"]

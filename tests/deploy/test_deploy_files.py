@@ -1,0 +1,205 @@
+"""The deployment files are valid and agree with each other (no Docker engine needed).
+
+`docker-compose config` (Debian's docker-compose 1.29) validates the compose file against its schema and
+resolves the `${VAR:-default}` settings; `promtool check config` validates Prometheus' configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import yaml
+from conftest import (
+    COMPOSE,
+    DASHBOARD,
+    ENV_EXAMPLE,
+    PROMETHEUS_CONFIG,
+    ROOT,
+    SERVICE_VARIABLES,
+    compose_config,
+    dashboard_expressions,
+    dockerfile_env,
+    dockerfile_instructions,
+    exec_form,
+    promql_metric_names,
+    resolved_compose,
+)
+
+
+def test_compose_validates_with_and_without_gpu_profile():
+    default = resolved_compose()
+    assert {"atencion", "prometheus", "grafana"} <= set(default["services"])
+    gpu = resolved_compose(profiles=("gpu",))["services"]["atencion-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+    assert gpu["environment"]["ATENCION_ACCELERATOR"] == "cuda"
+    assert "whl/cu" in gpu["build"]["args"]["TORCH_INDEX_URL"]
+
+
+def test_compose_rejects_a_broken_file(tmp_path):
+    """The validation above can fail: a misspelled service key is refused by the schema."""
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("stop_grace_period:", "stop_grace_periode:", 1))
+    result = subprocess.run(
+        ["docker-compose", "-f", str(broken), "config", "-q"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "stop_grace_periode" in result.stderr
+
+
+def test_service_gets_every_setting_with_defaults_and_drains_on_sigterm():
+    service = resolved_compose()["services"]["atencion"]
+    env = service["environment"]
+    missing = [name for name in SERVICE_VARIABLES if name not in env]
+    assert not missing, f"compose does not pass {missing}"
+    assert env["ATENCION_MAX_BATCH_SIZE"] == "8" and env["ATENCION_ACCELERATOR"] == "auto"
+    assert env["ATENCION_API_KEY"] == "" and env["HF_TOKEN"] == ""
+    assert service["stop_signal"] == "SIGTERM" and service["init"] is True
+    grace = re.fullmatch(r"(\d+)([ms])", service["stop_grace_period"])
+    assert grace and int(grace.group(1)) * (60 if grace.group(2) == "m" else 1) >= 60
+    assert f"hf-cache:{env['HF_HOME']}:rw" in service["volumes"]
+    assert service["ports"] == [{"published": 8000, "target": 8000}]
+
+
+def test_compose_settings_follow_the_environment():
+    overrides = {
+        "ATENCION_MAX_BATCH_SIZE": "32",
+        "ATENCION_ENCODERS": "org/enc@v1",
+        "ATENCION_PUBLISHED_PORT": "9000",
+    }
+    service = resolved_compose(overrides)["services"]["atencion"]
+    assert service["environment"]["ATENCION_MAX_BATCH_SIZE"] == "32"
+    assert service["environment"]["ATENCION_ENCODERS"] == "org/enc@v1"
+    assert service["ports"] == [{"published": 9000, "target": 8000}]
+
+
+def test_env_example_documents_every_compose_variable_with_its_default():
+    compose_defaults = dict(re.findall(r"\$\{(\w+):-([^}]*)\}", COMPOSE.read_text()))
+    example = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            example[key] = value
+    assert example == compose_defaults
+    # and using the example as .env changes nothing: its values are the defaults
+    resolved = compose_config(example).stdout
+    assert resolved == compose_config().stdout
+
+
+def test_compose_mounts_files_that_exist():
+    config = yaml.safe_load(COMPOSE.read_text())
+    for name, service in config["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_dockerfile_runs_the_service_as_non_root_with_healthcheck_and_stopsignal():
+    instructions = dockerfile_instructions()
+    assert [arguments for keyword, arguments in instructions if keyword == "FROM"] == ["python:3.11-slim"]
+    user = [arguments for keyword, arguments in instructions if keyword == "USER"]
+    assert user and user[-1] not in ("root", "0")
+    assert ("STOPSIGNAL", "SIGTERM") in instructions
+    cmd = exec_form(next(arguments for keyword, arguments in instructions if keyword == "CMD"))
+    assert cmd == ["atencion", "serve"]
+    healthcheck = next(arguments for keyword, arguments in instructions if keyword == "HEALTHCHECK")
+    probe = exec_form(healthcheck.split(" CMD ", 1)[1])
+    assert probe[:2] == ["python", "-c"] and "/health" in probe[2]
+    assert "curl" not in healthcheck and "wget" not in healthcheck
+    args = dict(arguments.split("=", 1) for keyword, arguments in instructions if keyword == "ARG")
+    assert args["TORCH_INDEX_URL"].endswith("/whl/cpu") and args["TORCH_VERSION"] == "2.13.0"
+
+
+def test_dockerfile_ships_checkpoints_and_keeps_the_hub_cache_on_a_volume():
+    instructions = dockerfile_instructions()
+    copies = [arguments for keyword, arguments in instructions if keyword == "COPY"]
+    assert "checkpoints/ checkpoints/" in copies
+    env = dockerfile_env(instructions)
+    assert json.loads(next(a for k, a in instructions if k == "VOLUME")) == [env["HF_HOME"]]
+    assert env["ATENCION_HOST"] == "0.0.0.0"
+    for reference in (env["ATENCION_ENCODERS"] + "," + env["ATENCION_DECODERS"]).split(","):
+        assert reference.startswith("/app/checkpoints/"), reference
+    # .dockerignore must not drop anything the Dockerfile copies
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for arguments in copies:
+        for source in arguments.split()[:-1]:
+            assert source.rstrip("/") not in ignored, f".dockerignore drops {source}"
+
+
+def test_prometheus_config_is_valid():
+    result = subprocess.run(
+        ["promtool", "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"][0]
+    assert scrape["metrics_path"] == "/metrics"
+    assert scrape["dns_sd_configs"][0]["names"] == ["atencion", "atencion-gpu"]  # the compose service names
+
+
+def test_grafana_provisioning_points_the_dashboard_at_the_provisioned_data_source(dashboard):
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert sources[0]["url"] == "http://prometheus:9090" and sources[0]["type"] == "prometheus"
+    providers = yaml.safe_load((provisioning / "dashboards" / "atencion.yml").read_text())["providers"]
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert (
+        f"./deploy/grafana/dashboards:{providers[0]['options']['path']}:ro"
+        in compose["services"]["grafana"]["volumes"]
+    )
+    uids = {source["uid"] for source in sources}
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] in uids, panel["title"]
+
+
+def test_dashboard_json_is_a_well_formed_grafana_dashboard(dashboard):
+    json.loads(DASHBOARD.read_text())  # strict JSON
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    cells = set()
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        area = {(grid["x"] + i, grid["y"] + j) for i in range(grid["w"]) for j in range(grid["h"])}
+        assert not area & cells, f"{panel['title']} overlaps another panel"
+        cells |= area
+        assert panel["type"] == "row" or panel["targets"], panel["title"]
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for topic in ("request rate", "errors", "latency", "batch size", "tokens / s", "first token", "finish"):
+        assert topic in titles
+
+
+def test_promql_metric_names_are_parsed_exactly():
+    expression = (
+        'histogram_quantile(0.99, sum by (le, path) (rate(atencion_request_duration_seconds_bucket{path=~"$path", '
+        'instance=~"$instance"}[$__rate_interval]))) / on (path) group_left sum(up{job="a"} offset 5m) * 1e3'
+    )
+    assert promql_metric_names(expression) == {"atencion_request_duration_seconds_bucket", "up"}
+    assert promql_metric_names('max by (model, kind) (atencion_model_info{kind="encoder"})') == {
+        "atencion_model_info"
+    }
+
+
+def test_dashboard_queries_only_agreed_metric_families(dashboard):
+    """Names must be the agreed ones (docs/deploy.md); that a live service exports them is checked in
+    test_deploy_service.py."""
+    agreed = {
+        "atencion_requests_total",
+        "atencion_request_duration_seconds",
+        "atencion_batch_size",
+        "atencion_input_tokens_total",
+        "atencion_generated_tokens_total",
+        "atencion_time_to_first_token_seconds",
+        "atencion_finish_reason_total",
+        "atencion_model_info",
+    }
+    queried = set().union(*(promql_metric_names(e) for e in dashboard_expressions(dashboard)))
+    families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in queried}
+    assert families - {"up"} == agreed
