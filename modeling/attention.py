@@ -1,0 +1,173 @@
+"""Multi-head attention (Vaswani et al. 2017, §3.2) and the pure function ``attend`` behind it.
+
+Shapes: B batch, H heads, T queries, S keys, D head width, d = H·D model width.
+
+``attend`` chooses one of three compute paths and returns ``(output, probabilities | None)``:
+
+- dense fast path: ``F.scaled_dot_product_attention`` — only for the scaled dot-product score without relative
+  positions when no probabilities are requested (``is_causal=True`` when causality is the only mask);
+- dense explicit path: scores → masked softmax → weighted values; it returns the probabilities it used;
+- block-sparse path (``modeling.sparse``): when a ``Layout`` covers the whole sequence (no cache); only the
+  layout's blocks are computed. Decoding with a cache uses the layout's token mask on the dense paths instead
+  (T new queries against S keys is linear in S anyway).
+
+Mask semantics: key j is allowed for query i when the layout allows (i, j), j is not later than i if causal,
+and ``pad_mask[b, j]`` is True. A query with no allowed key (only possible through padding) gets probability
+0 everywhere and output 0, never NaN. Probabilities are returned before dropout.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modeling.config import TransformerConfig
+from modeling.kv_cache import KVCache
+from modeling.layouts import Layout
+from modeling.positions import RelativePositions, Rope
+from modeling.scores import ScaledDotProduct, make_score
+from modeling.sparse import block_sparse_attend, masked_softmax
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    score: nn.Module,
+    layout: Layout | None,
+    causal: bool,
+    pad_mask: Tensor | None,
+    q_pos: Tensor,
+    k_pos: Tensor,
+    relative: RelativePositions | None = None,
+    need_weights: bool = False,
+    dropout_p: float = 0.0,
+) -> tuple[Tensor, Tensor | None]:
+    """Attention of ``q (B, H, T, D)`` over ``k, v (B, H, S, D)`` → ``(B, H, T, D)``, probs ``(B, H, T, S)``.
+
+    ``q_pos (T,)`` and ``k_pos (S,)`` are the tokens' positions (causality and relative distances);
+    the queries are the last T of the S keys (self-attention, possibly after a cache).
+    """
+    B, H, T, D = q.shape
+    S = k.shape[2]
+    if k.shape != (B, H, S, D) or v.shape[:3] != (B, H, S):
+        raise ValueError(f"attend: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit")
+    if q_pos.shape != (T,) or k_pos.shape != (S,):
+        raise ValueError(
+            f"attend: q_pos must be ({T},) and k_pos ({S},), got {tuple(q_pos.shape)}, {tuple(k_pos.shape)}"
+        )
+    if pad_mask is not None and (pad_mask.shape != (B, S) or pad_mask.dtype != torch.bool):
+        raise ValueError(
+            f"attend: pad_mask must be a ({B}, {S}) bool tensor, got {tuple(pad_mask.shape)} {pad_mask.dtype}"
+        )
+    if layout is not None:
+        if layout.n < S:
+            raise ValueError(f"attend: the layout was built for {layout.n} tokens, the keys are {S}")
+        if T == S == layout.n:
+            return block_sparse_attend(
+                q, k, v, score=score, layout=layout, causal=causal, pad_mask=pad_mask,
+                positions=k_pos, relative=relative, need_weights=need_weights, dropout_p=dropout_p,
+            )  # fmt: skip
+    same = T == S and torch.equal(q_pos, k_pos)
+    mask = _dense_mask(
+        layout, causal and not (same and layout is None and pad_mask is None), pad_mask, q_pos, k_pos, S - T
+    )
+    row_ok = None if pad_mask is None else mask.any(-1, keepdim=True)  # (B, H|1, T, 1)
+    if isinstance(score, ScaledDotProduct) and relative is None and not need_weights:
+        is_causal = causal and mask is None and T > 1
+        if row_ok is not None:
+            mask = mask | ~row_ok  # a query without keys attends to anything; zeroed below
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=score.scale
+        )  # (B, H, T, D)
+        return (out if row_ok is None else out * row_ok), None
+    if causal and mask is None and T > 1:  # the explicit path needs the causal mask spelled out
+        mask = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, T, S)
+    scores = score(q, k)  # (B, H, T, S)
+    index = None
+    if relative is not None:
+        index = relative.distance_index(q_pos, k_pos)  # (T, S)
+        scores = scores + relative.score_term(q, index)
+    probs = masked_softmax(scores, mask, row_ok)  # (B, H, T, S)
+    used = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
+    out = used @ v  # (B, H, T, D)
+    if relative is not None:
+        out = out + relative.value_term(used, index)
+    return out, (probs if need_weights else None)
+
+
+def _dense_mask(
+    layout: Layout | None, causal: bool, pad_mask: Tensor | None, q_pos: Tensor, k_pos: Tensor, first_row: int
+) -> Tensor | None:
+    """The (B|1, H|1, T, S) bool mask of the dense paths, or None when every key is allowed."""
+    T, S = q_pos.shape[0], k_pos.shape[0]
+    mask = None
+    if layout is not None:
+        mask = layout.mask(slice(first_row, first_row + T))[:, :, :S].unsqueeze(0)  # (1, H, T, S)
+    if causal:
+        future = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, T, S)
+        mask = future if mask is None else mask & future
+    if pad_mask is not None:
+        keys = pad_mask[:, None, None, :]  # (B, 1, 1, S)
+        mask = keys if mask is None else mask & keys
+    return mask
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self-attention with a fused QKV projection (Vaswani 2017, §3.2.2).
+
+    ``qkv`` weight rows are [q; k; v], head-major inside each, so BERT's query/key/value or Llama's
+    q/k/v_proj weights load by concatenation. Positions inside attention come from the config:
+    RoPE (Su 2021) rotates q and k, relative positions (Shaw 2018) add score and value terms; absolute
+    positions belong to the embeddings.
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.n_heads, self.d_head, self.d_model = config.n_heads, config.d_head, config.d_model
+        self.causal = config.causal
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.score = make_score(config.attention, config.d_head)
+        self.rope = Rope(config.d_head, config.rope_theta) if config.position == "rope" else None
+        self.relative = (
+            RelativePositions(config.d_head, config.relative_distance)
+            if config.position == "relative"
+            else None
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        layout: Layout | None,
+        positions: Tensor,
+        pad_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x (B, T, d)`` at ``positions (T,)`` → ``(B, T, d)`` and, on request, probabilities ``(B, H, T, S)``."""
+        if x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"MultiHeadAttention: x must be (B, T, {self.d_model}), got {tuple(x.shape)}")
+        B, T, _ = x.shape
+        if positions.shape != (T,):
+            raise ValueError(f"MultiHeadAttention: positions must be ({T},), got {tuple(positions.shape)}")
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head)  # (B, T, 3, H, D)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
+        if self.rope is not None:
+            q, k = self.rope.apply(q, positions), self.rope.apply(k, positions)
+        k_pos = positions
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(k, v)  # (B, H, S, D)
+            k_pos = torch.cat((torch.arange(past, device=positions.device, dtype=positions.dtype), positions))
+        out, probs = attend(
+            q, k, v, score=self.score, layout=layout, causal=self.causal, pad_mask=pad_mask,
+            q_pos=positions, k_pos=k_pos, relative=self.relative, need_weights=need_weights,
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # fmt: skip
+        out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, d)
+        return self.out(out), probs

@@ -1,0 +1,123 @@
+"""Block-sparse attention: compute only the (query block, key block) pairs a ``Layout`` lists.
+
+As in OpenAI's blocksparse (Child et al. 2019), DeepSpeed's sparse attention and BigBird (Zaheer et al.
+2020): pad the sequence to whole blocks, take the tokens in the layout's per-head order (the transposed
+sequence of strided heads), split into blocks of Bs tokens, gather for each query block its K listed key
+blocks (rows with fewer are padded with masked dummies), score the (Bs × K·Bs) tiles with the model's score
+function, apply the token-level mask, softmax, weight the gathered values and put the rows back in natural
+order. Work and memory are O(n·K·Bs): linear in n for a fixed window. No n×n tensor is built unless the
+probabilities are requested, and then only from the tiles. Plain tensor ops, so autograd just works.
+
+Query blocks are processed in chunks so that the transient tiles stay small.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modeling.layouts import Layout
+from modeling.positions import RelativePositions
+
+TILE_ELEMENTS = 1 << 22  # scores computed at once (per chunk of query blocks): 16 MiB in float32
+
+
+def masked_softmax(scores: Tensor, mask: Tensor | None, row_ok: Tensor | None = None) -> Tensor:
+    """Softmax over the last dim where ``mask`` is True; exactly 0 elsewhere.
+
+    Masked scores become the dtype's lowest finite value, so exp underflows to an exact 0 and a fully masked
+    row stays finite (no NaN); ``row_ok`` (…, 1) then zeroes rows that have no allowed key at all.
+    """
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1)
+    return probs if row_ok is None else probs * row_ok
+
+
+def block_sparse_attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    score: nn.Module,
+    layout: Layout,
+    causal: bool,
+    pad_mask: Tensor | None,
+    positions: Tensor,
+    relative: RelativePositions | None = None,
+    need_weights: bool = False,
+    dropout_p: float = 0.0,
+) -> tuple[Tensor, Tensor | None]:
+    """Self-attention of ``q, k, v (B, H, n, D)`` over ``layout`` → ``(B, H, n, D)``, probs ``(B, H, n, n)``.
+
+    ``positions (n,)`` are the tokens' positions (for relative distances); ``pad_mask (B, n)`` True = real.
+    """
+    B, H, n, D = q.shape
+    if layout.n != n or layout.n_heads not in (1, H):
+        raise ValueError(
+            f"block-sparse attention: layout is for {layout.n} tokens × {layout.n_heads} heads, got {n} × {H}"
+        )
+    Bs, nb = layout.block_size, layout.n_blocks
+    n_pad = nb * Bs
+    tiles = layout.tiles(q.device)
+    key_blocks, q_tok, k_tok, tile_mask = (
+        t.expand(H, *t.shape[1:]) for t in (tiles.key_blocks, tiles.q_tok, tiles.k_tok, tiles.mask)
+    )
+    K = key_blocks.shape[-1]
+    if causal and not layout.causal:
+        tile_mask = tile_mask & (k_tok[:, :, None, :] <= q_tok[:, :, :, None])
+
+    def blocked(x: Tensor) -> Tensor:  # (B, H, n, D) → (B, H, nb, Bs, D) in the layout's token order
+        x = F.pad(x, (0, 0, 0, n_pad - n))  # (B, H, n_pad, D)
+        if layout.order is not None:
+            x = x.gather(2, q_tok.reshape(1, H, n_pad, 1).expand(B, H, n_pad, x.shape[-1]))
+        return x.view(B, H, nb, Bs, x.shape[-1])  # (B, H, nb, Bs, D)
+
+    qb, kb, vb = blocked(q), blocked(k), blocked(v)
+    key_real = None
+    if pad_mask is not None:
+        real = F.pad(pad_mask, (0, n_pad - n), value=False)  # (B, n_pad)
+        key_real = real[:, k_tok]  # (B, H, nb, K·Bs)
+    index = None
+    if relative is not None:
+        where = positions[q_tok.clamp(max=n - 1)], positions[k_tok.clamp(max=n - 1)]
+        index = relative.distance_index(*where)  # (H, nb, Bs, K·Bs)
+
+    head = torch.arange(H, device=q.device)[:, None, None]  # (H, 1, 1)
+    step = max(1, TILE_ELEMENTS // max(1, B * H * Bs * K * Bs))  # query blocks per chunk
+    outs, probs_out = [], []
+    for c in range(0, nb, step):
+        rows = slice(c, min(nb, c + step))
+        keys = key_blocks[:, rows]  # (H, C, K)
+        C = keys.shape[1]
+        kg = kb[:, head, keys].reshape(B, H, C, K * Bs, D)  # (B, H, C, K·Bs, D)
+        vg = vb[:, head, keys].reshape(B, H, C, K * Bs, vb.shape[-1])
+        scores = score(qb[:, :, rows], kg)  # (B, H, C, Bs, K·Bs)
+        if index is not None:
+            scores = scores + relative.score_term(qb[:, :, rows], index[:, rows])
+        mask = tile_mask[:, rows]  # (H, C, Bs, K·Bs)
+        row_ok = None
+        if key_real is not None:
+            mask = mask & key_real[:, :, rows, None, :]  # (B, H, C, Bs, K·Bs)
+            row_ok = mask.any(-1, keepdim=True)
+        probs = masked_softmax(scores, mask, row_ok)  # (B, H, C, Bs, K·Bs)
+        used = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
+        out = used @ vg  # (B, H, C, Bs, D)
+        if index is not None:
+            out = out + relative.value_term(used, index[:, rows])
+        outs.append(out)
+        if need_weights:
+            probs_out.append(probs)
+
+    out = torch.cat(outs, dim=2).reshape(B, H, n_pad, -1)  # (B, H, n_pad, D) in layout order
+    if layout.order is not None:
+        rank = layout.ranks().to(q.device).expand(H, n_pad)  # (H, n_pad)
+        out = out.gather(2, rank.reshape(1, H, n_pad, 1).expand_as(out))  # back to natural order
+    out = out[:, :, :n]  # (B, H, n, D)
+    if not need_weights:
+        return out, None
+    probs = torch.cat(probs_out, dim=2).reshape(B, H, -1)  # (B, H, nb·Bs·K·Bs)
+    flat = (q_tok[..., :, None] * n_pad + k_tok[..., None, :]).reshape(1, H, -1).expand(B, H, -1)
+    full = probs.new_zeros(B, H, n_pad * n_pad).scatter_add(-1, flat, probs)  # (B, H, n_pad²)
+    return out, full.view(B, H, n_pad, n_pad)[:, :, :n, :n]
