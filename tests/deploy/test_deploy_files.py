@@ -6,12 +6,13 @@ resolves the `${VAR:-default}` settings; `promtool check config` validates Prome
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
 
 import yaml
-from conftest import (
+from deploy_helpers import (
     COMPOSE,
     DASHBOARD,
     ENV_EXAMPLE,
@@ -23,6 +24,7 @@ from conftest import (
     dockerfile_env,
     dockerfile_instructions,
     exec_form,
+    load_dashboard,
     promql_metric_names,
     resolved_compose,
 )
@@ -54,7 +56,7 @@ def test_service_gets_every_setting_with_defaults_and_drains_on_sigterm():
     env = service["environment"]
     missing = [name for name in SERVICE_VARIABLES if name not in env]
     assert not missing, f"compose does not pass {missing}"
-    assert env["ATENCION_MAX_BATCH_SIZE"] == "8" and env["ATENCION_ACCELERATOR"] == "auto"
+    assert env["ATENCION_MAX_BATCH_SIZE"] == "16" and env["ATENCION_ACCELERATOR"] == "auto"
     assert env["ATENCION_API_KEY"] == "" and env["HF_TOKEN"] == ""
     assert service["stop_signal"] == "SIGTERM" and service["init"] is True
     grace = re.fullmatch(r"(\d+)([ms])", service["stop_grace_period"])
@@ -143,7 +145,8 @@ def test_prometheus_config_is_valid():
     assert scrape["dns_sd_configs"][0]["names"] == ["atencion", "atencion-gpu"]  # the compose service names
 
 
-def test_grafana_provisioning_points_the_dashboard_at_the_provisioned_data_source(dashboard):
+def test_grafana_provisioning_points_the_dashboard_at_the_provisioned_data_source():
+    dashboard = load_dashboard()
     provisioning = ROOT / "deploy" / "grafana" / "provisioning"
     sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
     assert sources[0]["url"] == "http://prometheus:9090" and sources[0]["type"] == "prometheus"
@@ -159,7 +162,8 @@ def test_grafana_provisioning_points_the_dashboard_at_the_provisioned_data_sourc
             assert target["datasource"]["uid"] in uids, panel["title"]
 
 
-def test_dashboard_json_is_a_well_formed_grafana_dashboard(dashboard):
+def test_dashboard_json_is_a_well_formed_grafana_dashboard():
+    dashboard = load_dashboard()
     json.loads(DASHBOARD.read_text())  # strict JSON
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
@@ -187,7 +191,8 @@ def test_promql_metric_names_are_parsed_exactly():
     }
 
 
-def test_dashboard_queries_only_agreed_metric_families(dashboard):
+def test_dashboard_queries_only_agreed_metric_families():
+    dashboard = load_dashboard()
     """Names must be the agreed ones (docs/deploy.md); that a live service exports them is checked in
     test_deploy_service.py."""
     agreed = {
@@ -203,3 +208,18 @@ def test_dashboard_queries_only_agreed_metric_families(dashboard):
     queried = set().union(*(promql_metric_names(e) for e in dashboard_expressions(dashboard)))
     families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in queried}
     assert families - {"up"} == agreed
+
+
+def test_compose_defaults_are_the_services_own_defaults():
+    """The container behaves like `atencion serve` with no settings, apart from where it listens and the models."""
+    from service.settings import Settings, load_settings
+
+    env = resolved_compose()["services"]["atencion"]["environment"]
+    in_container = load_settings(env={k: str(v) for k, v in env.items()})
+    assert (in_container.host, in_container.port) == ("0.0.0.0", 8000)
+    assert in_container.encoders == ("/app/checkpoints/encoder-dense", "/app/checkpoints/encoder-sparse")
+    assert in_container.decoders == ("/app/checkpoints/decoder-dense", "/app/checkpoints/decoder-sparse")
+    defaults = Settings()
+    assert dataclasses.replace(in_container, host=defaults.host, encoders=(), decoders=()) == defaults
+    every_limit = {f"ATENCION_{f.name.upper()}" for f in dataclasses.fields(defaults.limits)}
+    assert every_limit <= set(env), f"compose does not pass {every_limit - set(env)}"
