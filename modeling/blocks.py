@@ -1,0 +1,121 @@
+"""A Transformer block: attention and feed-forward sublayers, each wrapped in a residual connection and a norm.
+
+Where the norm sits is the one architectural choice that lives here and nowhere else:
+
+- post-norm (Vaswani et al. 2017, BERT):  ``x = norm(x + dropout(f(x)))``
+- pre-norm  (GPT-2, Llama; Xiong et al. 2020):  ``x = x + dropout(f(norm(x)))``
+
+The feed-forward is a two-layer MLP with GELU (Hendrycks & Gimpel 2016; exact erf or its tanh approximation)
+or the gated SwiGLU of Shazeer 2020, ``down(silu(gate(x)) * up(x))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from modeling.attention import MultiHeadAttention
+from modeling.config import TransformerConfig
+from modeling.kv_cache import KVCache
+from modeling.layouts import Layout
+from modeling.norms import make_norm
+
+Sublayer = Callable[[Tensor], Tensor]
+
+
+# ---- feed-forward variants ----------------------------------------------------------------------------------
+class GeluFeedForward(nn.Module):
+    """``down(gelu(up(x)))`` (Vaswani 2017 with GELU as in BERT/GPT-2); ``approximate`` is 'none' or 'tanh'."""
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool, approximate: str = "none") -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.gelu(self.up(x), approximate=self.approximate))
+
+
+class SwiGLUFeedForward(nn.Module):
+    """``down(silu(gate(x)) * up(x))``, the gated linear unit with a Swish gate (Shazeer 2020; Llama)."""
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool) -> None:
+        super().__init__()
+        self.gate = nn.Linear(d_model, d_ff, bias=bias)
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+FEED_FORWARDS: dict[str, Callable[[TransformerConfig], nn.Module]] = {
+    "gelu": lambda c: GeluFeedForward(c.d_model, c.d_ff, c.bias, "none"),
+    "gelu_tanh": lambda c: GeluFeedForward(c.d_model, c.d_ff, c.bias, "tanh"),
+    "swiglu": lambda c: SwiGLUFeedForward(c.d_model, c.d_ff, c.bias),
+}
+
+
+def make_feed_forward(config: TransformerConfig) -> nn.Module:
+    """The feed-forward the config names (``gelu`` | ``gelu_tanh`` | ``swiglu``)."""
+    return FEED_FORWARDS[config.feed_forward](config)
+
+
+# ---- residual placements ------------------------------------------------------------------------------------
+def pre_norm(x: Tensor, norm: nn.Module, sublayer: Sublayer, dropout: nn.Module) -> Tensor:
+    """``x + dropout(f(norm(x)))``: the residual stream is never normalised (Xiong et al. 2020)."""
+    return x + dropout(sublayer(norm(x)))
+
+
+def post_norm(x: Tensor, norm: nn.Module, sublayer: Sublayer, dropout: nn.Module) -> Tensor:
+    """``norm(x + dropout(f(x)))``: Vaswani et al. 2017's "Add & Norm", as in BERT."""
+    return norm(x + dropout(sublayer(x)))
+
+
+RESIDUALS = {"pre": pre_norm, "post": post_norm}
+
+
+# ---- the block ----------------------------------------------------------------------------------------------
+class Block(nn.Module):
+    """Attention then feed-forward, each as ``residual(x, norm, sublayer, dropout)`` (pre- or post-norm)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.attention = MultiHeadAttention(config)
+        self.attention_norm = make_norm(config)
+        self.feed_forward = make_feed_forward(config)
+        self.feed_forward_norm = make_norm(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.residual = RESIDUALS[config.norm_placement]
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        layout: Layout | None,
+        positions: Tensor,
+        pad_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """``x (B, T, d)`` → ``(B, T, d)`` and this layer's probabilities ``(B, H, T, S)`` on request."""
+        weights: Tensor | None = None
+
+        def attend(h: Tensor) -> Tensor:
+            nonlocal weights
+            out, weights = self.attention(
+                h,
+                layout=layout,
+                positions=positions,
+                pad_mask=pad_mask,
+                cache=cache,
+                need_weights=need_weights,
+            )
+            return out
+
+        x = self.residual(x, self.attention_norm, attend, self.dropout)
+        x = self.residual(x, self.feed_forward_norm, self.feed_forward, self.dropout)
+        return x, weights

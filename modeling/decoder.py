@@ -1,0 +1,109 @@
+"""A causal language model (Radford et al. 2018/2019, GPT; Touvron et al. 2023, Llama) with a KV cache.
+
+    ids ─▶ token (+ absolute position) embeddings ─▶ dropout ─▶ causal block × L ─▶ [final norm] ─▶ lm_head
+
+Incremental decoding: ``new_cache()`` gives one empty ``KVCache`` per layer; a forward with a cache appends
+the new keys and values and places the new tokens at positions ``cache_len … cache_len + T − 1``. Sparse
+decoders build each layer's layout for the whole length ``cache_len + T``; the attention takes the rows of the
+new tokens from its token mask, so decoding with a cache equals the full forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from modeling.blocks import Block
+from modeling.config import DecoderConfig
+from modeling.encoder import Embeddings, check_ids, check_mask, init_weights
+from modeling.kv_cache import KVCache
+from modeling.layouts import Layout, layout_for
+from modeling.norms import make_norm
+from modeling.outputs import ModelOutput
+
+
+class Decoder(nn.Module):
+    """Causal-LM decoder built from a ``DecoderConfig`` (Llama when rms + pre-norm + rope + swiglu, no bias)."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.final_norm = make_norm(config) if config.norm_placement == "pre" else None
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        for module in self.modules():  # not self.apply: Rope defines its own apply()
+            init_weights(module)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embeddings.tokens.weight  # one matrix, saved once
+        self._layouts: dict[int, list[Layout | None]] = {}
+
+    def new_cache(self) -> list[KVCache]:
+        """One empty cache per layer."""
+        return [KVCache() for _ in self.blocks]
+
+    def layouts(self, n: int) -> list[Layout | None]:
+        """Each layer's causal layout for ``n`` tokens (None = dense); remembered per length, since a layout
+        depends only on the config and ``n`` and decoding asks for every length in turn."""
+        if n not in self._layouts:
+            c = self.config
+            if len(self._layouts) > 4 * c.max_len:
+                self._layouts.clear()
+            self._layouts[n] = [
+                layout_for(c.attention, i, n, c.n_heads, causal=True) for i in range(c.n_layers)
+            ]
+        return self._layouts[n]
+
+    def hidden_states(
+        self,
+        ids: Tensor,
+        pad_mask: Tensor | None = None,
+        cache: list[KVCache] | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """The final hidden states ``(B, T, d)`` and, on request, each layer's probabilities ``(B, H, T, S)``."""
+        c = self.config
+        if cache is not None and len(cache) != c.n_layers:
+            raise ValueError(f"cache: need one KVCache per layer ({c.n_layers}), got {len(cache)}")
+        past = cache[0].length if cache else 0
+        check_ids(ids, c.vocab_size, c.max_len, past)
+        B, T = ids.shape
+        check_mask(pad_mask, "pad_mask", (B, past + T))
+        if pad_mask is not None:
+            pad_mask = pad_mask.bool()
+        positions = torch.arange(past, past + T, device=ids.device)  # (T,)
+        x = self.embeddings(ids, positions)  # (B, T, d)
+        caches = cache if cache is not None else [None] * c.n_layers
+        attentions = []
+        for block, layout, layer_cache in zip(self.blocks, self.layouts(past + T), caches, strict=True):
+            x, weights = block(
+                x,
+                layout=layout,
+                positions=positions,
+                pad_mask=pad_mask,
+                cache=layer_cache,
+                need_weights=need_weights,
+            )
+            attentions.append(weights)
+        hidden = x if self.final_norm is None else self.final_norm(x)
+        return hidden, (tuple(attentions) if need_weights else None)
+
+    def forward(
+        self,
+        ids: Tensor,
+        pad_mask: Tensor | None = None,
+        cache: list[KVCache] | None = None,
+        need_weights: bool = False,
+    ) -> ModelOutput:
+        """``ids (B, T)``; ``pad_mask (B, cache_len + T)`` True for real tokens; ``cache`` from ``new_cache()``."""
+        hidden, attentions = self.hidden_states(ids, pad_mask, cache, need_weights)
+        return ModelOutput(self.logits(hidden), hidden, attentions)
+
+    def next_logits(self, ids: Tensor, cache: list[KVCache], pad_mask: Tensor | None = None) -> Tensor:
+        """One decoding step: feed ``ids (B, T)`` through the cache, return the last position's logits ``(B, V)``."""
+        hidden, _ = self.hidden_states(ids, pad_mask, cache)
+        return self.logits(hidden[:, -1])
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """The output head alone: ``hidden (…, d)`` → ``(…, V)``."""
+        return self.lm_head(hidden)

@@ -1,0 +1,215 @@
+"""Generation: validated sampling parameters, each logits processor as defined, and the token stream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from modeling.config import DecoderConfig
+from modeling.decoder import Decoder
+from modeling.generation import (
+    Sampling,
+    choose_token,
+    generate_text,
+    keep_top_k,
+    keep_top_p,
+    penalize_repetition,
+    stream_tokens,
+)
+
+WORDS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "[MASK]"] + [
+    f"w{i:02d}" for i in range(27)
+]  # no word inside another
+
+
+def tiny_tokenizer() -> Tokenizer:
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.add_special_tokens(WORDS[:5])
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def decoder() -> Decoder:
+    torch.manual_seed(0)
+    config = DecoderConfig(
+        vocab_size=32, d_model=32, n_layers=2, n_heads=2, d_ff=64, max_len=64, dropout=0.0, position="rope",
+        norm="rms", feed_forward="swiglu", bias=False, tie_embeddings=False,
+    )  # fmt: skip
+    model = Decoder(config).eval()
+    with torch.no_grad():  # sharper logits than the init, so that sampling is far from uniform
+        model.lm_head.weight.mul_(20)
+    return model
+
+
+# ---- Sampling validation ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_new_tokens", 0),
+        ("max_new_tokens", 2.5),
+        ("temperature", 0.0),
+        ("temperature", float("nan")),
+        ("top_k", 0),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("repetition_penalty", -1.0),
+        ("seed", "x"),
+        ("stop", ("",)),
+        ("do_sample", "yes"),
+    ],
+)
+def test_sampling_rejects_bad_values_naming_the_field(field, value) -> None:
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        Sampling(**{field: value})
+
+
+def test_sampling_accepts_a_list_of_stops() -> None:
+    assert Sampling(stop=["a", "b"]).stop == ("a", "b")
+
+
+# ---- logits processors -------------------------------------------------------------------------------------
+def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits() -> None:
+    logits = torch.tensor([2.0, -2.0, 3.0, -1.0])
+    seen = torch.tensor([True, True, False, False])
+    out = penalize_repetition(logits, seen, 2.0)
+    assert out.tolist() == [1.0, -4.0, 3.0, -1.0]
+    assert torch.equal(penalize_repetition(logits, seen, 1.0), logits)
+
+
+def test_top_k_keeps_exactly_the_k_largest() -> None:
+    logits = torch.tensor([[0.1, 5.0, -1.0, 3.0, 2.0]])
+    kept = torch.isfinite(keep_top_k(logits, 2))
+    assert kept.tolist() == [[False, True, False, True, False]]
+    assert torch.equal(keep_top_k(logits, 10), logits)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p() -> None:
+    probs = torch.tensor([[0.05, 0.5, 0.3, 0.15]])
+    logits = probs.log()
+    # sorted: 0.5, 0.3 (sum 0.8), 0.15 (sum 0.95), 0.05
+    assert torch.isfinite(keep_top_p(logits, 0.8)).tolist() == [[False, True, True, False]]
+    assert torch.isfinite(keep_top_p(logits, 0.81)).tolist() == [[False, True, True, True]]
+    assert torch.isfinite(keep_top_p(logits, 0.1)).tolist() == [[False, True, False, False]]
+
+
+def test_sampling_draws_only_from_the_truncated_support() -> None:
+    logits = torch.tensor([[1.0, 1.2, 0.9, 1.1, 0.0, 0.5]]).expand(2000, 6)
+    generator = torch.Generator().manual_seed(0)
+    top_k = choose_token(logits, Sampling(do_sample=True, top_k=2), generator)
+    assert set(top_k.tolist()) == {1, 3}
+    top_p = choose_token(logits, Sampling(do_sample=True, top_p=0.3), generator)
+    assert set(top_p.tolist()) <= {1, 3} and len(set(top_p.tolist())) == 2
+    everything = choose_token(logits, Sampling(do_sample=True), generator)
+    assert set(everything.tolist()) == set(range(6))
+
+
+def test_temperature_sharpens() -> None:
+    logits = torch.tensor([[1.0, 0.0]]).expand(4000, 2)
+    generator = torch.Generator().manual_seed(1)
+    cold = choose_token(logits, Sampling(do_sample=True, temperature=0.25), generator).float().mean()
+    warm = choose_token(logits, Sampling(do_sample=True, temperature=4.0), generator).float().mean()
+    # P(token 1) = sigmoid(-1/T): 0.018 cold, 0.438 warm
+    assert cold < 0.05 and 0.38 < warm < 0.5
+
+
+# ---- the stream -----------------------------------------------------------------------------------------------
+def test_greedy_equals_an_argmax_loop_over_full_forwards(decoder) -> None:
+    tokenizer = tiny_tokenizer()
+    prompt = [1, 7, 9, 11]
+    config = decoder.config
+    stream = list(stream_tokens(decoder, tokenizer, prompt, Sampling(max_new_tokens=12)))
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(len(stream)):
+            ids.append(int(decoder(torch.tensor([ids])).logits[0, -1].argmax()))
+            if ids[-1] == config.eos_token_id:
+                break
+    assert [t.id for t in stream] == ids[len(prompt) :]
+    with torch.no_grad():
+        expected_logprob = torch.log_softmax(decoder(torch.tensor([ids[:-1]])).logits[0, -1], -1)[ids[-1]]
+    assert stream[-1].logprob == pytest.approx(float(expected_logprob), abs=1e-4)
+
+
+class SteeredDecoder(torch.nn.Module):
+    """The fixture decoder with the end token's logit forced: -inf always, or +inf from step ``eos_at`` on."""
+
+    def __init__(self, decoder: Decoder, eos_at: int | None) -> None:
+        super().__init__()
+        self.inner, self.config, self.eos_at, self.steps = decoder, decoder.config, eos_at, 0
+
+    def new_cache(self):
+        return self.inner.new_cache()
+
+    def next_logits(self, ids, cache):
+        logits = self.inner.next_logits(ids, cache).clone()
+        forced = self.eos_at is not None and self.steps >= self.eos_at
+        logits[:, self.config.eos_token_id] = float("inf") if forced else float("-inf")
+        self.steps += 1
+        return logits
+
+
+def test_max_new_tokens_is_respected_and_reported(decoder) -> None:
+    steered = SteeredDecoder(decoder, eos_at=None)
+    tokens = list(stream_tokens(steered, tiny_tokenizer(), [1, 5], Sampling(max_new_tokens=5)))
+    assert len(tokens) == 5
+    assert [t.finish_reason for t in tokens] == [None] * 4 + ["length"]
+
+
+def test_generation_stops_at_max_len(decoder) -> None:
+    steered = SteeredDecoder(decoder, eos_at=None)
+    prompt = [1] + [5] * 59  # 60 of max_len 64
+    tokens = list(stream_tokens(steered, tiny_tokenizer(), prompt, Sampling(max_new_tokens=50)))
+    assert len(tokens) == 4 and tokens[-1].finish_reason == "length"
+
+
+def test_eos_token_ends_the_stream_as_a_special_token(decoder) -> None:
+    steered = SteeredDecoder(decoder, eos_at=3)
+    tokens = list(stream_tokens(steered, tiny_tokenizer(), [1, 5], Sampling(max_new_tokens=30)))
+    assert len(tokens) == 4
+    assert tokens[-1].id == 2 and tokens[-1].special and tokens[-1].finish_reason == "eos_token"
+    assert tokens[-1].text == "[EOS]"
+    assert all(not t.special and t.finish_reason is None for t in tokens[:-1])
+
+
+def test_seed_reproduces_samples_and_different_seeds_differ(decoder) -> None:
+    tokenizer = tiny_tokenizer()
+
+    def sample(seed: int) -> list[int]:
+        sampling = Sampling(max_new_tokens=20, do_sample=True, temperature=3.0, seed=seed)
+        return [t.id for t in stream_tokens(decoder, tokenizer, [1, 5], sampling)]
+
+    assert sample(3) == sample(3)
+    assert len({tuple(sample(s)) for s in range(4)}) > 1
+
+
+def test_stop_sequence_ends_the_stream(decoder) -> None:
+    tokenizer, steered = tiny_tokenizer(), SteeredDecoder(decoder, eos_at=None)
+    free = list(stream_tokens(steered, tokenizer, [1, 5], Sampling(max_new_tokens=8)))
+    words = [t.text.strip() for t in free]
+    stop = words[2]
+    first = words.index(stop)
+    tokens = list(stream_tokens(steered, tokenizer, [1, 5], Sampling(max_new_tokens=8, stop=(stop,))))
+    assert len(tokens) == first + 1
+    assert tokens[-1].finish_reason == "stop_sequence"
+    assert generate_text(steered, tokenizer, [1, 5], Sampling(max_new_tokens=8, stop=[stop])).endswith(stop)
+
+
+def test_repetition_penalty_changes_the_stream(decoder) -> None:
+    tokenizer = tiny_tokenizer()
+    plain = [t.id for t in stream_tokens(decoder, tokenizer, [1, 5], Sampling(max_new_tokens=16))]
+    penalized = [
+        t.id
+        for t in stream_tokens(
+            decoder, tokenizer, [1, 5], Sampling(max_new_tokens=16, repetition_penalty=50.0)
+        )
+    ]
+    assert len(set(penalized)) >= len(set(plain))
+    assert plain != penalized
+
+
+@pytest.mark.parametrize("prompt", [[], [99], list(range(1, 65))])
+def test_bad_prompts_raise_clear_errors(decoder, prompt) -> None:
+    with pytest.raises(ValueError, match="^prompt_ids:"):
+        list(stream_tokens(decoder, tiny_tokenizer(), prompt, Sampling()))
