@@ -1,0 +1,41 @@
+"""`atencion pull ORG/NAME[@REVISION]`: download a checkpoint into the Hugging Face cache and verify it.
+
+Prints the local snapshot path, then the commit sha the revision resolved to. Works offline from the cache
+(``HF_HUB_OFFLINE=1`` or ``--offline``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "reference", metavar="ORG/NAME[@REVISION]", help="Hub repository, optionally @branch, tag or sha"
+    )
+    parser.add_argument("--cache-dir", help="Hugging Face cache directory (default: HF_HUB_CACHE)")
+    parser.add_argument(
+        "--offline", action="store_true", help="use only the local cache (like HF_HUB_OFFLINE=1)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from modeling.hub import HubError, parse_reference, resolve_model
+
+    try:
+        parse_reference(args.reference)  # pull always means the Hub, even if a directory has that name
+        model = resolve_model(
+            args.reference, cache_dir=args.cache_dir, offline=True if args.offline else None
+        )
+    except (HubError, OSError) as error:
+        print(f"atencion pull: error: {error}", file=sys.stderr)
+        return 1
+    revision = f"@{model.revision}" if model.revision else ""
+    print(
+        f"pulled {model.repo_id}{revision} at commit {model.commit}; sha256 verified for {len(model.sha256)} files",
+        file=sys.stderr,
+    )
+    print(model.path)
+    print(model.commit)
+    return 0

@@ -1,0 +1,252 @@
+"""The model card: README.md with YAML metadata, built from what a checkpoint directory records about itself.
+
+Reads ``config.json`` (required), and when present ``tokenizer.json``, ``model.safetensors`` (its header only,
+for the parameter count), ``training.json`` (written by the training loop), ``evaluation.json`` (written by
+``atencion evaluate --save``) and ``samples.json``. Nothing optional is invented: a missing file becomes
+"not recorded" / "not evaluated" in the card. Card format: the Hub's model cards (Mitchell et al. 2019,
+"Model Cards for Model Reporting"), metadata through ``huggingface_hub.ModelCardData``.
+
+Fields read, all optional:
+- training.json: ``recipe`` (str or mapping), ``corpus`` (str), ``datasets`` (Hub dataset ids), ``license``,
+  ``split`` ({"train": [names], "validation": [names]}), ``tokens_seen``, ``steps``, ``wall_time_s``,
+  ``hardware``, ``command``.
+- evaluation.json: ``metrics`` and ``baseline`` (name → number), ``baseline_name``, ``corpus``, ``split``.
+- samples.json: a list of {"input", "output"} (or "prompt"/"completion").
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCardData
+
+from modeling.config import ModelConfig, load_config
+
+DEFAULT_LICENSE = "apache-2.0"
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # a safetensors header larger than this is not a checkpoint of ours
+PIPELINE_TAGS = {"encoder": "fill-mask", "decoder": "text-generation"}
+OBJECTIVES = {"encoder": "masked-LM encoder", "decoder": "causal-LM decoder"}
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None when the file is absent; a clear ValueError when it is not JSON."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path.name} is not valid JSON ({error})") from error
+
+
+def count_parameters(weights: Path) -> int | None:
+    """Number of stored parameters, from the safetensors header alone (no tensor is read)."""
+    if not weights.is_file():
+        return None
+    with open(weights, "rb") as file:
+        (length,) = struct.unpack("<Q", file.read(8) or b"\0" * 8)
+        if not 0 < length <= MAX_HEADER_BYTES:
+            return None
+        header = json.loads(file.read(length))
+    total = 0
+    for name, info in header.items():
+        if name != "__metadata__":
+            count = 1
+            for size in info["shape"]:
+                count *= size
+            total += count
+    return total
+
+
+def describe_tokenizer(path: Path) -> str:
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        return "not recorded"
+    model = data["model"]
+    vocab = model.get("vocab") or {}
+    added = {token.get("content") for token in data.get("added_tokens") or []} - set(vocab)
+    specials = [t["content"] for t in data.get("added_tokens") or [] if t.get("special")]
+    text = f"{model.get('type', 'unknown')}, {len(vocab) + len(added):,} tokens"
+    return text + (f"; special tokens {' '.join(f'`{s}`' for s in specials)}" if specials else "")
+
+
+def describe_attention(config: ModelConfig) -> str:
+    attention = config.attention
+    parts = [
+        f"{name} {getattr(attention, name)}" for name in ("window", "stride", "summary", "globals", "randoms")
+    ]
+    parameters = ", ".join(p for p in parts if not p.endswith("None"))
+    text = f"{attention.pattern}" + (f" ({parameters}, block {attention.block_size})" if parameters else "")
+    if attention.dense_every:
+        text += f", every {attention.dense_every}-th layer dense"
+    if attention.head_windows == "growing":
+        text += ", windows growing per head"
+    return text + f"; score {attention.score}"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _metadata(config: ModelConfig, training: dict, evaluation: dict | None, name: str) -> ModelCardData:
+    results = []
+    if evaluation and isinstance(evaluation.get("metrics"), dict):
+        dataset = str(evaluation.get("corpus") or training.get("corpus") or "validation split")
+        for metric, value in evaluation["metrics"].items():
+            if isinstance(value, int | float):
+                results.append(
+                    EvalResult(
+                        task_type=PIPELINE_TAGS[config.kind],
+                        dataset_type="text",
+                        dataset_name=dataset,
+                        dataset_split=str(evaluation.get("split") or "validation"),
+                        metric_type=metric,
+                        metric_name=metric.replace("_", " "),
+                        metric_value=value,
+                    )
+                )
+    datasets = training.get("datasets")
+    return ModelCardData(
+        language="es",
+        license=str(training.get("license") or DEFAULT_LICENSE),
+        library_name="atencion",
+        pipeline_tag=PIPELINE_TAGS[config.kind],
+        tags=["atencion", config.kind, f"attention-{config.attention.pattern}", "spanish", "from-scratch"],
+        datasets=list(datasets) if isinstance(datasets, list) and datasets else None,
+        model_name=name,
+        eval_results=results or None,
+    )
+
+
+def _architecture(config: ModelConfig, parameters: int | None, tokenizer: str) -> list[str]:
+    rows = [
+        ("kind", OBJECTIVES[config.kind]),
+        (
+            "layers × heads × width",
+            f"{config.n_layers} × {config.n_heads} × {config.d_model} (head {config.d_head})",
+        ),
+        ("feed-forward", f"{config.d_ff} ({config.feed_forward})"),
+        ("positions", f"{config.position}, up to {config.max_len} tokens"),
+        ("norm", f"{config.norm}, {config.norm_placement}-norm"),
+        ("attention", describe_attention(config)),
+        ("parameters", _number(parameters) if parameters is not None else "not recorded"),
+        ("tokenizer", tokenizer),
+    ]
+    return ["## Architecture", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
+
+
+def _training(training: dict) -> list[str]:
+    lines = ["## Training data", ""]
+    split = training.get("split") if isinstance(training.get("split"), dict) else {}
+    lines.append(f"Corpus: {training.get('corpus') or 'not recorded'}.")
+    if split:
+        train, valid = list(split.get("train") or []), list(split.get("validation") or [])
+        shown = ", ".join(f"`{n}`" for n in valid[:10]) + (" …" if len(valid) > 10 else "")
+        lines.append(
+            f"Split by document: {len(train)} training and {len(valid)} validation documents"
+            + (f" (validation: {shown})." if valid else ".")
+        )
+    recipe = training.get("recipe")
+    recipe_text = (
+        recipe if isinstance(recipe, str) else json.dumps(recipe, ensure_ascii=False) if recipe else None
+    )
+    rows = [
+        ("recipe", recipe_text),
+        ("tokens seen", training.get("tokens_seen")),
+        ("optimizer steps", training.get("steps")),
+        (
+            "wall time",
+            f"{training['wall_time_s'] / 60:.1f} min"
+            if isinstance(training.get("wall_time_s"), int | float)
+            else None,
+        ),
+        ("hardware", training.get("hardware")),
+    ]
+    lines += ["", "## Training", ""]
+    if any(value is not None for _, value in rows):
+        lines += ["| | |", "|---|---|"]
+        lines += [f"| {k} | {_number(v) if v is not None else 'not recorded'} |" for k, v in rows]
+    else:
+        lines.append("Not recorded (no training.json).")
+    if training.get("command"):
+        lines += ["", "Reproduce:", "", "```", str(training["command"]), "```"]
+    return lines + [""]
+
+
+def _evaluation(evaluation: dict | None) -> list[str]:
+    lines = ["## Evaluation", ""]
+    metrics = evaluation.get("metrics") if isinstance(evaluation, dict) else None
+    if not isinstance(metrics, dict) or not metrics:
+        return lines + ["Not evaluated.", ""]
+    baseline = evaluation.get("baseline") if isinstance(evaluation.get("baseline"), dict) else {}
+    baseline_name = evaluation.get("baseline_name") or "n-gram baseline"
+    corpus = evaluation.get("corpus") or "the validation split"
+    lines += [f"On {corpus}, next to {baseline_name} over the same tokenizer:", ""]
+    lines += [f"| metric | this model | {baseline_name} |", "|---|---|---|"]
+    for name, value in metrics.items():
+        reference = baseline.get(name)
+        lines.append(
+            f"| {name.replace('_', ' ')} | {_number(value)} | {_number(reference) if reference is not None else '—'} |"
+        )
+    return lines + [""]
+
+
+def _samples(samples: Any) -> list[str]:
+    if not isinstance(samples, list) or not samples:
+        return []
+    lines = ["## Sample outputs", ""]
+    for sample in samples:
+        if isinstance(sample, dict):
+            given = sample.get("input", sample.get("prompt", ""))
+            got = sample.get("output", sample.get("completion", ""))
+            lines += [f"- input: `{given}`", f"  output: `{got}`"]
+    return lines + [""]
+
+
+def build_model_card(checkpoint: str | Path, repo_id: str | None = None) -> str:
+    """The README.md (YAML front matter + Markdown) describing the checkpoint directory ``checkpoint``."""
+    directory = Path(checkpoint)
+    config = load_config(directory / "config.json")
+    training = read_json(directory / "training.json") or {}
+    if not isinstance(training, dict):
+        raise ValueError("training.json must hold a JSON object")
+    evaluation = read_json(directory / "evaluation.json")
+    name = repo_id or directory.resolve().name
+    metadata = _metadata(config, training, evaluation if isinstance(evaluation, dict) else None, name)
+    summary = (
+        f"A small {OBJECTIVES[config.kind]} written from scratch in PyTorch with "
+        "atencion, trained on Spanish text, with "
+        f"{describe_attention(config).split(';')[0]} attention."
+    )
+    reference = repo_id or "ORG/NAME"
+    usage = [
+        "## Use",
+        "",
+        "```",
+        f"atencion pull {reference}",
+        f"atencion serve --{config.kind} {reference}",
+        "```",
+        "",
+    ]
+    body = [
+        f"# {name}",
+        "",
+        summary,
+        "",
+        *_architecture(
+            config,
+            count_parameters(directory / "model.safetensors"),
+            describe_tokenizer(directory / "tokenizer.json"),
+        ),
+        *_training(training),
+        *_evaluation(evaluation if isinstance(evaluation, dict) else None),
+        *_samples(read_json(directory / "samples.json")),
+        *usage,
+    ]
+    return f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(body)
