@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,3 +156,52 @@ def shard(order: Tensor, rank: int, world: int) -> Tensor:
     """The rows of ``order`` that rank ``rank`` of ``world`` trains on (disjoint, equal lengths)."""
     usable = (order.numel() // world) * world
     return order[:usable][rank::world]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A corpus ready to train on: the tokenizer, the split and both token streams."""
+
+    tokenizer: Tokenizer
+    train: list[str]  # document names
+    validation: list[str]
+    train_stream: Tensor  # (N,) long
+    validation_stream: Tensor  # (M,) long
+
+
+def prepare_corpus(
+    corpus: str | Path, cache: Path, *, kind: str, vocab_size: int, fraction: float, seed: int, build: bool
+) -> Prepared:
+    """Split the corpus, train the tokenizer on the training documents and tokenize both sides once.
+
+    The result is cached in ``cache`` (tokenizer.json, train.npy, validation.npy, key.json) and reused while
+    the corpus text, the split and the tokenizer recipe are unchanged. With ``build=False`` (DDP ranks other
+    than 0, after rank 0 built it) the cache must already match.
+    """
+    from training.tokenizer import load_tokenizer, train_tokenizer
+
+    documents = read_corpus(corpus)
+    train, validation = split_documents(list(documents), fraction, seed)
+    digest = hashlib.sha256()
+    for name in sorted(documents):
+        digest.update(name.encode() + b"\0" + documents[name].encode() + b"\0")
+    key = {"corpus_sha256": digest.hexdigest(), "train": train, "validation": validation}
+    key |= {"tokenizer": {"kind": kind, "vocab_size": vocab_size}}
+    key_path = cache / "key.json"
+    fresh = key_path.is_file() and json.loads(key_path.read_text(encoding="utf-8")) == key
+    if not fresh:
+        if not build:
+            raise DataError(f"{cache}: tokenized corpus cache is missing or stale")
+        tokenizer = train_tokenizer(kind, (documents[n] for n in train), vocab_size)
+        cache.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(str(cache / "tokenizer.json"))
+        save_stream(cache / "train.npy", token_stream(tokenizer, [documents[n] for n in train]))
+        save_stream(cache / "validation.npy", token_stream(tokenizer, [documents[n] for n in validation]))
+        key_path.write_text(json.dumps(key, indent=1) + "\n", encoding="utf-8")
+    return Prepared(
+        tokenizer=load_tokenizer(cache / "tokenizer.json"),
+        train=train,
+        validation=validation,
+        train_stream=load_stream(cache / "train.npy"),
+        validation_stream=load_stream(cache / "validation.npy"),
+    )

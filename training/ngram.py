@@ -89,16 +89,18 @@ class KneserNeyTrigram:
         s = stream.long()
         return self.probability(s[:-2], s[1:-1], s[2:]).log()
 
-    def fill(self, left2: int, left1: int, right1: int, right2: int, candidates: Tensor) -> Tensor:
-        """Score each candidate w for a gap between (left2, left1) and (right1, right2) with both sides:
+    def fill(
+        self, left2: Tensor, left1: Tensor, right1: Tensor, right2: Tensor, candidates: Tensor
+    ) -> Tensor:
+        """Score each candidate w for P gaps between (left2, left1) and (right1, right2), using both sides:
 
-        log P(w|l2,l1) + log P(r1|l1,w) + log P(r2|w,r1) — the three trigram factors that contain w.
+        log P(w|l2,l1) + log P(r1|l1,w) + log P(r2|w,r1) — the three trigram factors of the sequence that
+        contain w. Contexts are (P,) ids, candidates (C,) ids; returns (P, C) scores.
         """
-        w = candidates.long()
-        full = torch.full_like
-
+        w = candidates.long()[None, :].expand(left2.numel(), -1)  # (P, C)
+        l2, l1, r1, r2 = (t.long()[:, None].expand_as(w) for t in (left2, left1, right1, right2))  # (P, C)
         return (
-            self.probability(full(w, left2), full(w, left1), w).log()
-            + self.probability(full(w, left1), w, full(w, right1)).log()
-            + self.probability(w, full(w, right1), full(w, right2)).log()
+            self.probability(l2, l1, w).log()
+            + self.probability(l1, w, r1).log()
+            + self.probability(w, r1, r2).log()
         )

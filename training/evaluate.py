@@ -1,0 +1,169 @@
+"""Held-out evaluation, each number next to an interpolated Kneser-Ney trigram over the same tokenizer.
+
+* Decoder: perplexity exp(mean next-token NLL) over packed validation windows; the trigram scores exactly
+  the same target tokens (its context: the two tokens before each, across window edges).
+* Encoder: masked-LM top-1 / top-5 accuracy with a fixed-seed random 15 % of the tokens **all** replaced by
+  ``[MASK]`` (what a fill-mask user sees; 80/10/10 would inflate accuracy with the 10 % left unchanged), and
+  pseudo-perplexity (Salazar et al. 2020: mask one token at a time) on a bounded sample. Baseline: the
+  trigram's top-1 for the same masked positions from both sides, argmax_w of
+  P(w|l2,l1)·P(r1|l1,w)·P(r2|w,r1) — the trigram's own probability of the whole sequence, up to the factors
+  without w — which sees the same (masked) context as the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.data import mask_tokens, shift
+from training.ngram import KneserNeyTrigram
+from training.objectives import hidden_of
+
+Autocast = Callable[[], contextlib.AbstractContextManager]
+
+
+def _batches(rows: Tensor, batch_size: int):
+    for start in range(0, rows.shape[0], batch_size):
+        yield rows[start : start + batch_size]
+
+
+@torch.no_grad()
+def decoder_metrics(
+    model: nn.Module, rows: Tensor, *, batch_size: int, autocast: Autocast
+) -> dict[str, float]:
+    """Next-token loss and perplexity over ``rows (R, T + 1)``."""
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for batch in _batches(rows, batch_size):
+        inputs, targets = shift(batch.to(device))  # (B, T), (B, T)
+        with autocast():
+            logits = model.logits(hidden_of(model, inputs))  # (B, T, V)
+        total += float(F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"))
+        count += targets.numel()
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
+
+
+def eval_masking(rows: Tensor, *, mask_id: int, vocab_size: int, specials: list[int], seed: int):
+    """The evaluation's masking: 15 % of the real tokens, every one replaced by [MASK], fixed seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return mask_tokens(
+        rows,
+        mask_id=mask_id,
+        vocab_size=vocab_size,
+        special_ids=specials,
+        generator=generator,
+        replace=(1.0, 0.0),
+    )
+
+
+@torch.no_grad()
+def encoder_metrics(
+    model: nn.Module, rows: Tensor, *, batch_size: int, specials: list[int], seed: int, autocast: Autocast
+) -> dict[str, float]:
+    """Masked-token loss, perplexity and top-1 / top-5 accuracy over ``rows (R, T)``."""
+    model.eval()
+    c = model.config
+    device = next(model.parameters()).device
+    masked = eval_masking(
+        rows, mask_id=c.mask_token_id, vocab_size=c.vocab_size, specials=specials, seed=seed
+    )
+    total, top1, top5, count = 0.0, 0, 0, 0
+    for start in range(0, rows.shape[0], batch_size):
+        part = slice(start, start + batch_size)
+        inputs = masked.inputs[part].to(device)  # (B, T)
+        where = masked.positions[part].to(device)  # (B, T)
+        labels = masked.labels[part].to(device)[where]  # (M,)
+        if labels.numel() == 0:
+            continue
+        with autocast():
+            logits = model.logits(hidden_of(model, inputs)[where]).float()  # (M, V)
+        total += float(F.cross_entropy(logits, labels, reduction="sum"))
+        best = logits.topk(5, dim=-1).indices  # (M, 5)
+        top1 += int((best[:, 0] == labels).sum())
+        top5 += int((best == labels[:, None]).any(dim=-1).sum())
+        count += labels.numel()
+    if count == 0:
+        raise ValueError("no token was masked: the evaluation text is too short")
+    loss = total / count
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "top1": top1 / count,
+        "top5": top5 / count,
+        "masked": count,
+    }
+
+
+@torch.no_grad()
+def pseudo_perplexity(
+    model: nn.Module,
+    rows: Tensor,
+    *,
+    specials: list[int],
+    max_tokens: int,
+    batch_size: int,
+    autocast: Autocast,
+) -> dict[str, float]:
+    """exp(−mean log P(x_t | x without t)) over the first ``max_tokens`` real tokens of ``rows`` (Salazar 2020)."""
+    model.eval()
+    device = next(model.parameters()).device
+    mask_id = model.config.mask_token_id
+    special = torch.isin(rows, torch.as_tensor(specials, dtype=rows.dtype))
+    where = (~special).nonzero()[:max_tokens]  # (N, 2): (row, position)
+    total = 0.0
+    for start in range(0, where.shape[0], batch_size):
+        rows_at, cols = where[start : start + batch_size].unbind(1)  # (b,), (b,)
+        inputs = rows[rows_at].clone()  # (b, T): one copy per scored token
+        labels = inputs[torch.arange(len(cols)), cols].clone()  # (b,)
+        inputs[torch.arange(len(cols)), cols] = mask_id
+        inputs = inputs.to(device)
+        with autocast():
+            hidden = hidden_of(model, inputs)[
+                torch.arange(len(cols), device=device), cols.to(device)
+            ]  # (b, d)
+            logits = model.logits(hidden).float()  # (b, V)
+        total += float(F.cross_entropy(logits, labels.to(device), reduction="sum"))
+    count = where.shape[0]
+    return {"pseudo_perplexity": math.exp(total / count), "tokens": count}
+
+
+def ngram_perplexity(lm: KneserNeyTrigram, rows: Tensor, boundary: int) -> dict[str, float]:
+    """The trigram's perplexity on the targets of ``rows (R, T + 1)`` (stride-T windows of one stream)."""
+    T = rows.shape[1] - 1
+    stream = torch.cat([torch.tensor([boundary, rows[0, 0]]), rows[:, 1:].reshape(-1)])  # (2 + R·T,)
+    log_probs = lm.stream_log_probs(stream)  # (R·T,)
+    nll = float(-log_probs.mean())
+    return {"perplexity": math.exp(nll), "loss": nll, "tokens": rows.shape[0] * T}
+
+
+def ngram_fill_accuracy(
+    lm: KneserNeyTrigram, masked: Any, *, specials: list[int], max_positions: int, edge_ids: tuple[int, int]
+) -> dict[str, float]:
+    """The trigram's top-1 accuracy on the first ``max_positions`` masked positions, from both sides."""
+    inputs = masked.inputs  # (R, T)
+    R, T = inputs.shape
+    padded = torch.cat(
+        [torch.full((R, 2), edge_ids[0]), inputs, torch.full((R, 2), edge_ids[1])], dim=1
+    )  # (R, T + 4)
+    where = masked.positions.nonzero()[:max_positions]  # (P, 2)
+    r, t = where[:, 0], where[:, 1] + 2  # positions in the padded rows
+    candidates = torch.tensor([i for i in range(lm.V) if i not in set(specials)])
+    correct = 0
+    for start in range(0, where.shape[0], 32):
+        part = slice(start, start + 32)
+        rr, tt = r[part], t[part]
+        scores = lm.fill(
+            padded[rr, tt - 2], padded[rr, tt - 1], padded[rr, tt + 1], padded[rr, tt + 2], candidates
+        )
+        guess = candidates[scores.argmax(dim=-1)]  # (p,)
+        correct += int((guess == masked.labels[where[part, 0], where[part, 1]]).sum())
+    count = where.shape[0]
+    return {"top1": correct / count if count else float("nan"), "masked": count}

@@ -1,0 +1,337 @@
+"""The training loop: AdamW + the Noam schedule, bf16 autocast, clipping, evaluation, atomic resumable
+checkpoints, DDP.
+
+    OUT/data/        the tokenizer and the tokenized corpus (cache, .npy)
+    OUT/checkpoint/  the model checkpoint (config.json, model.safetensors, tokenizer.json, training.json)
+    OUT/state/       optimizer, scheduler, data position and RNG states of the checkpoint's step (no pickle)
+    OUT/metrics.jsonl, OUT/loss.png
+
+Weight decay (Loshchilov & Hutter 2019) applies to the matrices of the projections only: norms, biases and
+embeddings (token, position, and so the tied output head) are excluded — decaying embeddings pulls rare
+tokens' vectors to zero for no regularisation benefit. Exact resume: the data order is a function of
+(seed, epoch), the masking generator of (seed, step, rank), and the dropout RNG is restored per rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from modeling.checkpoint import build_model, load_checkpoint, save_checkpoint
+from training import ddp
+from training.data import epoch_order, mask_tokens, pack_decoder, pack_encoder, prepare_corpus, shard, shift
+from training.evaluate import decoder_metrics, encoder_metrics
+from training.objectives import CausalLM, MaskedLM
+from training.recipe import Recipe
+from training.resume import load_state, prune_states, restore_optimizer, save_state
+from training.schedule import noam_scheduler
+from training.tokenizer import all_special_ids, special_ids
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue; the message says what to do."""
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 matmuls in hardware: avx512_bf16 / AMX on x86 CPUs, or a bf16-capable GPU."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_for(precision: str, device: torch.device):
+    """A factory of autocast contexts for ``precision`` (auto | bf16 | fp32) and the name actually used."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
+    if not use_bf16:
+        return contextlib.nullcontext, "fp32"
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), "bf16"
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on ≥2-D weights that are not embeddings; none on norms, biases, embeddings."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, rest = [], []
+    for _, p in model.named_parameters():  # a tied parameter appears once
+        (decay if p.ndim >= 2 and id(p) not in embeddings else rest).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def hardware(device: torch.device, world: int) -> str:
+    cpu = platform.machine()
+    with contextlib.suppress(OSError):
+        cpu = next(
+            (
+                l.split(":", 1)[1].strip()
+                for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")
+            ),
+            cpu,
+        )
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{cpu}, {torch.get_num_threads()} threads"
+    )
+    return f"{world} × {where}, torch {torch.__version__}"
+
+
+def train(
+    recipe: Recipe,
+    corpus: str | Path,
+    out: str | Path,
+    *,
+    overrides: list[str] = (),
+    resume: bool = False,
+    command: str = "",
+) -> Path:
+    """Train ``recipe`` on the ``corpus`` folder into ``out``; returns the checkpoint directory."""
+    d = ddp.setup()
+    try:
+        return _train(recipe, Path(corpus), Path(out), list(overrides), resume, command, d)
+    finally:
+        ddp.shutdown(d)
+
+
+def _train(
+    recipe: Recipe, corpus: Path, out: Path, overrides: list[str], resume: bool, command: str, d
+) -> Path:
+    t, kind = recipe.training, recipe.model.kind
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    ckpt_dir, metrics_path = out / "checkpoint", out / "metrics.jsonl"
+    if resume and not (ckpt_dir / "training.json").is_file():
+        raise TrainingError(f"--resume: {ckpt_dir} holds no checkpoint to resume from")
+    if not resume and ckpt_dir.exists():
+        raise TrainingError(
+            f"{out} already holds a run: pass --resume to continue it, or choose another --out"
+        )
+    if t.batch_size % d.world:
+        raise TrainingError(
+            f"training.batch_size={t.batch_size} must be divisible by the {d.world} processes"
+        )
+    cache = dict(kind=recipe.tokenizer.kind, vocab_size=recipe.tokenizer.vocab_size)
+    cache |= dict(fraction=recipe.data.validation_fraction, seed=recipe.data.seed)
+    if d.main:
+        data = prepare_corpus(corpus, out / "data", build=True, **cache)
+    ddp.barrier(d)
+    if not d.main:
+        data = prepare_corpus(corpus, out / "data", build=False, **cache)
+    tokenizer, L = data.tokenizer, recipe.data.seq_len
+    config = dataclasses.replace(recipe.model, **special_ids(tokenizer))
+    specials = all_special_ids(tokenizer)
+    if kind == "encoder":
+        vocab = tokenizer.get_vocab()
+        train_rows = pack_encoder(data.train_stream, L, vocab["[CLS]"], vocab["[SEP]"])  # (R, L)
+        val_rows = pack_encoder(data.validation_stream, L, vocab["[CLS]"], vocab["[SEP]"])
+    else:
+        train_rows, val_rows = (
+            pack_decoder(data.train_stream, L),
+            pack_decoder(data.validation_stream, L),
+        )  # (R, L + 1)
+    per_rank = t.batch_size // d.world
+    val_rows = val_rows[: t.eval_batches * per_rank]
+
+    torch.manual_seed(t.seed)
+    model = build_model(config).to(d.device)
+    objective = MaskedLM(model) if kind == "encoder" else CausalLM(model)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, t.weight_decay), lr=1.0, betas=(t.beta1, t.beta2), eps=t.eps
+    )
+    scheduler = noam_scheduler(optimizer, d_model=config.d_model, warmup=t.warmup, factor=t.noam_factor)
+    step = epoch = offset = tokens_seen = 0
+    wall = 0.0
+    if resume:
+        info = json.loads((ckpt_dir / "training.json").read_text(encoding="utf-8"))
+        loaded = load_checkpoint(ckpt_dir)
+        if loaded.config != config:
+            raise TrainingError(
+                f"--resume: {ckpt_dir}'s model config differs from this recipe's; resume with the same model"
+            )
+        model.load_state_dict(loaded.model.state_dict())
+        step = info["step"]
+        scalars, tensors, rng = load_state(out, step)
+        restore_optimizer(optimizer, tensors, scalars["param_groups"])
+        scheduler.load_state_dict(scalars["scheduler"])
+        epoch, offset, tokens_seen, wall = (
+            scalars["epoch"],
+            scalars["offset"],
+            scalars["tokens_seen"],
+            scalars["wall_time_s"],
+        )
+        if scalars["world"] != d.world:
+            raise TrainingError(
+                f"--resume: the run used {scalars['world']} processes, not {d.world}; the data order would differ"
+            )
+        torch.set_rng_state(rng[f"cpu.{d.rank}"])
+        if d.device.type == "cuda" and f"cuda.{d.rank}" in rng:
+            torch.cuda.set_rng_state(rng[f"cuda.{d.rank}"])
+        if d.main and metrics_path.exists():  # drop what was logged after the checkpoint
+            lines = metrics_path.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if json.loads(line)["step"] <= step]
+            metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    elif d.main and metrics_path.exists():
+        metrics_path.unlink()
+    wrapped = DistributedDataParallel(objective) if d.active else objective
+    autocast, precision = autocast_for(t.precision, d.device)
+    total = recipe.total_steps
+    order = shard(epoch_order(train_rows.shape[0], t.seed, epoch), d.rank, d.world)
+    if order.numel() < per_rank:
+        raise TrainingError(
+            f"{train_rows.shape[0]} training sequences are too few for a batch of {t.batch_size}"
+        )
+
+    def log(record: dict) -> None:
+        if d.main:
+            with metrics_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def evaluate() -> dict:
+        if kind == "encoder":
+            metrics = encoder_metrics(
+                model, val_rows, batch_size=per_rank, specials=specials, seed=t.seed, autocast=autocast
+            )
+        else:
+            metrics = decoder_metrics(model, val_rows, batch_size=per_rank, autocast=autocast)
+        model.train()
+        return metrics
+
+    last_eval: dict = {}
+
+    def checkpoint() -> None:
+        rng = {f"cpu.{r}": s for r, s in enumerate(ddp.gather(torch.get_rng_state(), d))}
+        if d.device.type == "cuda":
+            rng |= {f"cuda.{r}": s for r, s in enumerate(ddp.gather(torch.cuda.get_rng_state(), d))}
+        if d.main:
+            scalars = dict(
+                epoch=epoch, offset=offset, tokens_seen=tokens_seen, wall_time_s=wall, world=d.world
+            )
+            save_state(out, step, optimizer, scalars | {"scheduler": scheduler.state_dict()}, rng)
+            info = {
+                "recipe": recipe.to_dict(),
+                "overrides": overrides,
+                "command": command,
+                "corpus": str(corpus.resolve()),
+                "split": {
+                    "seed": recipe.data.seed,
+                    "validation_fraction": recipe.data.validation_fraction,
+                    "train": data.train,
+                    "validation": data.validation,
+                },
+                "data": {
+                    "train_tokens": int(data.train_stream.numel()),
+                    "validation_tokens": int(data.validation_stream.numel()),
+                },
+                "step": step,
+                "total_steps": total,
+                "complete": step >= total,
+                "tokens_seen": tokens_seen,
+                "wall_time_s": round(wall, 1),
+                "hardware": hardware(d.device, d.world),
+                "precision": precision,
+                "validation": last_eval,
+            }
+            save_checkpoint(model, tokenizer, ckpt_dir, extra={"training.json": info})
+            prune_states(out, step)
+        ddp.barrier(d)
+
+    model.train()
+    bar = tqdm(total=total, initial=step, disable=not d.main, mininterval=1.0, dynamic_ncols=True)
+    tokens_per_step = t.batch_size * L
+    while step < total:
+        if offset + per_rank > order.numel():
+            epoch, offset = epoch + 1, 0
+            order = shard(epoch_order(train_rows.shape[0], t.seed, epoch), d.rank, d.world)
+        rows = train_rows[order[offset : offset + per_rank]].to(d.device)  # (b, L) or (b, L + 1)
+        offset += per_rank
+        started = time.perf_counter()
+        with autocast():
+            if kind == "encoder":
+                generator = torch.Generator().manual_seed((t.seed * 1_000_003 + step) * 1024 + d.rank)
+                m = mask_tokens(
+                    rows.cpu(),
+                    mask_id=config.mask_token_id,
+                    vocab_size=config.vocab_size,
+                    special_ids=specials,
+                    generator=generator,
+                )
+                loss = wrapped(m.inputs.to(d.device), m.positions.to(d.device), m.labels.to(d.device))
+            else:
+                loss = wrapped(*shift(rows))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip if t.clip > 0 else float("inf"))
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        tokens_seen += tokens_per_step
+        loss_value = float(ddp.mean(loss, d))
+        seconds = time.perf_counter() - started
+        wall += seconds
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / seconds:,.0f}", refresh=False
+        )
+        if step % t.log_every == 0 or step == total:
+            log(
+                {
+                    "step": step,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "tokens": tokens_seen,
+                    "tokens_per_s": tokens_per_step / seconds,
+                    "wall_time_s": round(wall, 3),
+                }
+            )
+        if (t.eval_every and step % t.eval_every == 0) or step == total:
+            if d.main:
+                last_eval = evaluate()
+                log({"step": step, "split": "validation", **last_eval})
+                bar.write(
+                    f"step {step}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items())
+                )
+            ddp.barrier(d)
+        if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == total:
+            checkpoint()
+    bar.close()
+    if d.main:
+        plot_losses(metrics_path, out / "loss.png")
+    return ckpt_dir
+
+
+def plot_losses(metrics_path: Path, png: Path) -> None:
+    """Training and validation loss against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text(encoding="utf-8").splitlines()]
+    train = [(r["step"], r["loss"]) for r in records if "split" not in r]
+    valid = [(r["step"], r["loss"]) for r in records if r.get("split") == "validation"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="training", linewidth=1)
+    if valid:
+        ax.plot(*zip(*valid, strict=True), "o-", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
