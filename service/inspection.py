@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from service.encoding import encode_bits, encode_dense, encode_layout
+from service.gradients import attention_gradients
 from service.rollout import gradient_times_attention, relevance, rollout
 from service.statistics import head_statistics, is_punctuation
 
@@ -105,7 +106,7 @@ def allowed_keys(config: Any, layer: int, n: int) -> tuple[Tensor, dict[str, Any
         mask = torch.ones(H, n, n, dtype=torch.bool)
         block_size = None
     else:
-        mask = layout.mask().to(torch.bool).cpu()  # (H, n, n)
+        mask = layout.mask().to(torch.bool).cpu().expand(H, n, n)  # (H, n, n): one layout may serve all heads
         block_size = layout.block_size
     if config.causal:
         mask = mask & torch.ones(n, n, dtype=torch.bool).tril()
@@ -165,47 +166,30 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def _gradient(
-    model: torch.nn.Module, tokenizer: Any, kind: str, tokens: Tokens, target: int
-) -> tuple[tuple[Tensor, ...], list[Tensor] | None, dict[str, Any]]:
-    """Forward with autograd on; ∂ log p(target) / ∂A for every layer. Returns (attentions of that forward,
-    gradients or None when the model's returned probabilities are not on the path to its logits, target info)."""
+def _explain(model: torch.nn.Module, tokenizer: Any, kind: str, tokens: Tokens, target: int) -> tuple:
+    """The gradient forward for ``target`` (see the module docstring): (AttentionGradients, target info)."""
     ids = list(tokens.ids)
-    masked = False
-    if kind == "encoder" and ids[target] != tokens.mask_id:
+    masked = kind == "encoder" and ids[target] != tokens.mask_id
+    if masked:
         if tokens.mask_id is None:
             raise InspectionError("target: the tokenizer has no [MASK] token to hide the target with")
         ids[target] = tokens.mask_id
-        masked = True
-    frozen = [p for p in model.parameters() if not p.requires_grad]
-    with torch.inference_mode(False), torch.enable_grad():
-        for p in frozen:  # the probabilities join the autograd graph only through parameters that need grad
-            p.requires_grad_(True)
-        try:
-            batch = torch.tensor([ids], dtype=torch.long, device=_model_device(model))  # (1, n)
-            output = model(batch, need_weights=True)
-            log_probs = output.logits[0, target].float().log_softmax(-1)  # (V,)
-            if kind == "decoder" and target + 1 < len(ids):
-                wanted = ids[target + 1]
-            elif masked:
-                wanted = tokens.ids[target]
-            else:
-                wanted = int(log_probs.argmax())
-            attentions = tuple(output.attentions)
-            grads = torch.autograd.grad(log_probs[wanted], attentions, allow_unused=True)
-        finally:
-            for p in frozen:
-                p.requires_grad_(False)
+    wanted = None
+    if kind == "decoder" and target + 1 < len(ids):
+        wanted = ids[target + 1]
+    elif masked:
+        wanted = tokens.ids[target]
+    result = attention_gradients(model, ids, target, wanted)
     info = {
         "position": target,
         "explains": "next token" if kind == "decoder" else "masked token",
         "masked_input": masked,
-        "token_id": int(wanted),
-        "token": tokenizer.id_to_token(int(wanted)),
-        "log_prob": round(float(log_probs[wanted]), 6),
+        "token_id": result.token_id,
+        "token": tokenizer.id_to_token(result.token_id),
+        "log_prob": round(result.log_prob, 6),
+        "routes": sorted(set(result.routes)),
     }
-    usable = None if any(g is None for g in grads) else [g[0].detach() for g in grads]
-    return tuple(a.detach() for a in attentions), usable, info
+    return result, info
 
 
 def analyse(
@@ -261,10 +245,11 @@ def analyse(
     model_was_training = model.training
     model.eval()  # dropout off: the maps are the model's, not a sample
     try:
-        grads, target_info = None, None
+        explained, target_info = None, None
         if gradient:
-            attentions, grads, target_info = _gradient(model, tokenizer, kind, tokens, target)
-        if not gradient or target_info["masked_input"]:
+            explained, target_info = _explain(model, tokenizer, kind, tokens, target)
+            attentions = explained.attentions
+        if not gradient or target_info["masked_input"]:  # the maps always come from the text as written
             with torch.inference_mode():
                 batch = torch.tensor([tokens.ids], dtype=torch.long, device=_model_device(model))  # (1, n)
                 attentions = tuple(model(batch, need_weights=True).attentions)
@@ -272,7 +257,7 @@ def analyse(
         model.train(model_was_training)
     if attentions is None or len(attentions) != config.n_layers:
         raise RuntimeError("the model returned no attention probabilities for need_weights=True")
-    probs = [a[0].detach().to(torch.float32).cpu() for a in attentions]  # per layer (H, n, n)
+    probs = [(a[0] if a.dim() == 4 else a).detach().to(torch.float32).cpu() for a in attentions]  # (H, n, n)
 
     payload: dict[str, Any] = {
         "text": text,
@@ -307,24 +292,19 @@ def analyse(
         "row": (0 if first_special else target) if kind == "encoder" else n - 1,
         "matrix": encode_dense(rolled.clamp(0, 1)),
     }
-    payload["gradient"] = _gradient_payload(probs, grads, target_info, chosen_layers) if gradient else None
+    payload["gradient"] = _gradient_payload(explained, target_info, chosen_layers) if gradient else None
     return payload
 
 
 def _gradient_payload(
-    probs: list[Tensor],
-    grads: list[Tensor] | None,
-    target_info: dict[str, Any],
-    chosen_layers: list[int],
+    explained: Any, target_info: dict[str, Any], chosen_layers: list[int]
 ) -> dict[str, Any]:
     """Per requested layer the (n, n) map, scaled to its maximum; and the target's row of the accumulated
     relevance without the identity (what attention, not the residual, brought to the target)."""
-    if grads is None:
-        return {
-            "target": target_info,
-            "error": "this model's returned attention probabilities are not on the path to its logits",
-        }
-    maps = [gradient_times_attention(A, g.float().cpu()) for A, g in zip(probs, grads, strict=True)]  # (n, n)
+    maps = [
+        gradient_times_attention(A.float().cpu(), g.float().cpu())  # (n, n)
+        for A, g in zip(explained.attentions, explained.gradients, strict=True)
+    ]
     n = maps[0].shape[-1]
     row = (relevance(maps) - torch.eye(n))[target_info["position"]]  # (n,)
     encoded = []

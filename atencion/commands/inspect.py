@@ -1,0 +1,92 @@
+"""`atencion inspect "TEXT" --model NAME_OR_DIR --out FILE.png`: every layer and head's attention as a PNG.
+
+No server: the checkpoint is loaded here, ``service.inspection.analyse`` computes the same payload as
+``POST /attention``, and ``service.picture.draw_grid`` draws the viewer's layers × heads grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("text", help="the text to analyse (quote it)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a checkpoint directory, a shipped checkpoint name (checkpoints/NAME) or a Hub ORG/NAME[@REVISION]",
+    )
+    parser.add_argument("--out", required=True, help="the PNG file to write")
+    parser.add_argument("--layers", help="comma-separated layer indices (default: all)")
+    parser.add_argument("--heads", help="comma-separated head indices (default: all)")
+    parser.add_argument("--target", type=int, help="token position whose prediction the gradient explains")
+    parser.add_argument(
+        "--scale", choices=("head", "absolute"), default="head", help="colour scale: per head or 0–1 for all"
+    )
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot be used; the message says which and why."""
+
+
+def parse_indices(value: str | None, name: str) -> list[int] | None:
+    """``"0,2"`` → ``[0, 2]``; ``None`` → all."""
+    if value is None:
+        return None
+    try:
+        indices = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError as error:
+        raise UsageError(f"--{name}: expected comma-separated integers like 0,2, got {value!r}") from error
+    if not indices:
+        raise UsageError(f"--{name}: give at least one index, e.g. --{name} 0")
+    return indices
+
+
+def checkpoint_directory(reference: str) -> Path:
+    """A checkpoint directory for a local path, a shipped checkpoint name or a Hub reference."""
+    local = Path(reference).expanduser()
+    if local.is_dir():
+        return local
+    for folder in (SHIPPED, Path.cwd() / "checkpoints"):
+        if (folder / reference).is_dir():
+            return folder / reference
+    if "/" in reference and not local.exists():
+        from modeling.hub import resolve_model
+
+        return Path(resolve_model(reference).path)
+    shipped = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
+    names = f" (shipped: {', '.join(shipped)})" if shipped else ""
+    raise UsageError(f"--model: {reference!r} is neither a checkpoint directory nor a shipped name{names}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from modeling.checkpoint import CheckpointError, load_checkpoint
+    from modeling.hub import HubError
+    from service.inspection import InspectionError, analyse
+    from service.picture import draw_grid
+
+    try:
+        layers = parse_indices(args.layers, "layers")
+        heads = parse_indices(args.heads, "heads")
+        out = Path(args.out)
+        if out.suffix.lower() != ".png":
+            raise UsageError(f"--out: {args.out!r} must end in .png")
+        if not out.parent.is_dir():
+            raise UsageError(f"--out: the folder {str(out.parent)!r} does not exist")
+        checkpoint = load_checkpoint(checkpoint_directory(args.model))
+        payload = analyse(
+            checkpoint.model, checkpoint.tokenizer, args.text, layers=layers, heads=heads, target=args.target
+        )
+        width, height = draw_grid(payload, out, scale=args.scale)
+    except (UsageError, CheckpointError, InspectionError, HubError) as error:
+        print(f"atencion inspect: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {out} ({width}×{height} px): {len(payload['layers'])} layers × {len(payload['heads'])} heads, "
+        f"{payload['n_tokens']} tokens"
+    )
+    return 0

@@ -1,0 +1,101 @@
+"""The layers × heads grid of attention heatmaps as a PNG (matplotlib, Agg), drawn from an ``analyse`` payload.
+
+The same picture as the viewer's grid, for the CLI and the README: one heatmap per (layer, head), queries
+down, keys across; cells the layout forbids (sparse pattern, causality) are drawn in a flat grey, so a
+structural zero is told apart from a learned near-zero (the darkest colour of the map).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from service.encoding import decode, decode_bits  # noqa: E402
+
+CELL_INCHES = 2.0  # one heatmap
+MARGIN_INCHES = (1.2, 1.0)  # left (row labels) and top (title) room
+DPI = 100
+FORBIDDEN = "#d9d9d9"  # cells outside the layout
+LABELLED_TOKENS = 24  # token labels on the axes up to this many tokens
+
+
+def picture_size(n_layers: int, n_heads: int) -> tuple[int, int]:
+    """The PNG's (width, height) in pixels for a grid of ``n_layers`` rows and ``n_heads`` columns."""
+    width = MARGIN_INCHES[0] + CELL_INCHES * n_heads
+    height = MARGIN_INCHES[1] + CELL_INCHES * n_layers
+    return round(width * DPI), round(height * DPI)
+
+
+def layer_maps(payload: dict[str, Any]) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(layer, probabilities (H', n, n), allowed (H', n, n)) for each layer of the payload."""
+    layouts = {entry["layer"]: entry for entry in payload["layouts"]}
+    maps = []
+    for block in payload["attentions"]:
+        mask_block = layouts[block["layer"]]["mask"]
+        maps.append((block["layer"], decode(block, mask_block), decode_bits(mask_block)))
+    return maps
+
+
+def draw_grid(payload: dict[str, Any], out: str | Path, *, scale: str = "head") -> tuple[int, int]:
+    """Write the grid PNG to ``out``; ``scale`` is ``head`` (each map to its own maximum) or ``absolute``
+    (0–1 for all). Returns the picture's size in pixels."""
+    if scale not in ("head", "absolute"):
+        raise ValueError(f"scale: must be 'head' or 'absolute', got {scale!r}")
+    maps = layer_maps(payload)
+    heads = payload["heads"]
+    labels = [token["text"] or token["token"] for token in payload["tokens"]]
+    n = len(labels)
+    size = picture_size(len(maps), len(heads))
+    figure = plt.figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
+    width, height = size[0] / DPI, size[1] / DPI
+    colours = plt.get_cmap("viridis").copy()
+    colours.set_bad(FORBIDDEN)
+    title = payload["text"] if len(payload["text"]) <= 80 else payload["text"][:77] + "…"
+    figure.text(
+        0.5,
+        1 - 0.35 / height,
+        f"{payload['kind']} · {payload['pattern']} · «{title}»",
+        ha="center",
+        va="center",
+        fontsize=10,
+    )
+    for row, (layer, probs, allowed) in enumerate(maps):
+        for column, head in enumerate(heads):
+            left = (MARGIN_INCHES[0] + column * CELL_INCHES + 0.1) / width
+            bottom = 1 - (MARGIN_INCHES[1] + (row + 1) * CELL_INCHES - 0.15) / height
+            axes = figure.add_axes(
+                (left, bottom, (CELL_INCHES - 0.25) / width, (CELL_INCHES - 0.35) / height)
+            )
+            shown = np.ma.masked_array(probs[column], mask=~allowed[column])
+            top = 1.0 if scale == "absolute" else max(float(probs[column].max()), 1e-6)
+            axes.imshow(shown, cmap=colours, vmin=0.0, vmax=top, interpolation="nearest", aspect="auto")
+            axes.set_title(f"L{layer} H{head}", fontsize=8, pad=2)
+            _ticks(axes, labels if n <= LABELLED_TOKENS else None, row == len(maps) - 1, column == 0)
+        figure.text(
+            0.15 / width,
+            1 - (MARGIN_INCHES[1] + (row + 0.5) * CELL_INCHES) / height,
+            f"layer {layer}",
+            rotation=90,
+            va="center",
+            fontsize=9,
+        )
+    figure.savefig(out, dpi=DPI, format="png")
+    plt.close(figure)
+    return size
+
+
+def _ticks(axes: Any, labels: list[str] | None, bottom: bool, left: bool) -> None:
+    if labels is None:
+        axes.set_xticks([])
+        axes.set_yticks([])
+        return
+    positions = range(len(labels))
+    axes.set_xticks(positions, labels if bottom else [], rotation=90, fontsize=5)
+    axes.set_yticks(positions, labels if left else [], fontsize=5)
+    axes.tick_params(length=0, pad=1)

@@ -1,0 +1,442 @@
+// atencion attention viewer: plain JS, no libraries, no network beyond this server (GET /info, POST /attention).
+// Decodes the payload of service/inspection.py (encodings in service/encoding.py) and draws it on canvases.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { payload: null, maps: [], selected: null, rolloutRow: 0 };
+
+// ---- decoding (mirrors service/encoding.py) ---------------------------------------------------------------
+function bytesOf(b64) {
+  const raw = atob(b64);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+function decodeBits(block) {
+  const count = block.shape.reduce((a, b) => a * b, 1);
+  const packed = bytesOf(block.data);
+  const out = new Uint8Array(count);
+  for (let i = 0; i < count; i++) out[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1;
+  return out;
+}
+
+function decodeValues(block, mask) {
+  const count = block.shape.reduce((a, b) => a * b, 1);
+  const raw = bytesOf(block.data);
+  const scale = (block.scale ?? 1) / 255;
+  const out = new Float32Array(count);
+  if (block.encoding === "dense-u8") {
+    for (let i = 0; i < count; i++) out[i] = raw[i] * scale;
+  } else if (block.encoding === "layout-u8") {
+    let j = 0; // the layout mask is the index: its true cells in row-major order
+    for (let i = 0; i < count; i++) if (mask[i]) out[i] = raw[j++] * scale;
+  } else {
+    throw new Error(`unknown encoding ${block.encoding}`);
+  }
+  return out;
+}
+
+// ---- colours: a few viridis stops, linearly interpolated ---------------------------------------------------
+const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+const FORBIDDEN = [217, 217, 217];
+function colour(t) {
+  const x = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
+  const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
+  const f = x - i;
+  return VIRIDIS[i].map((c, k) => Math.round(c + f * (VIRIDIS[i + 1][k] - c)));
+}
+
+// ---- requests ------------------------------------------------------------------------------------------------
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) h["X-API-Key"] = key;
+  return h;
+}
+
+async function answer(response) {
+  const text = await response.text();
+  let body = null;
+  try { body = JSON.parse(text); } catch (_) { body = null; }
+  if (!response.ok) {
+    let message = body && (body.error || body.detail) ? (body.error || body.detail) : text || response.statusText;
+    if (typeof message !== "string") message = JSON.stringify(message);
+    throw new Error(`${response.status}: ${message}`);
+  }
+  return body;
+}
+
+function setStatus(message, isError = false) {
+  $("status").textContent = message;
+  $("status").classList.toggle("error", isError);
+}
+
+async function loadModels() {
+  try {
+    const info = await answer(await fetch("/info", { headers: headers() }));
+    const models = Array.isArray(info.models) ? info.models : Object.values(info.models || {});
+    const select = $("model");
+    const previous = select.value;
+    select.replaceChildren();
+    for (const m of models) {
+      const option = document.createElement("option");
+      option.value = m.name;
+      option.textContent = `${m.name} (${m.kind}, ${m.pattern || "dense"})`;
+      select.append(option);
+    }
+    if (previous) select.value = previous;
+    document.body.dataset.models = String(models.length);
+    setStatus(models.length ? "" : "This server serves no model.", !models.length);
+  } catch (error) {
+    setStatus(`Could not list the models (${error.message}). An API key may be needed.`, true);
+  }
+}
+
+function indices(text) {
+  const parts = text.split(",").map((s) => s.trim()).filter(Boolean);
+  if (!parts.length) return null;
+  const values = parts.map(Number);
+  if (values.some((v) => !Number.isInteger(v) || v < 0)) throw new Error(`"${text}" is not a list like 0,2`);
+  return values;
+}
+
+async function analyse(event) {
+  if (event) event.preventDefault();
+  delete document.body.dataset.ready;
+  const button = $("run");
+  button.disabled = true;
+  setStatus("Analysing…");
+  try {
+    const parameters = { layers: indices($("layers").value), heads: indices($("heads").value) };
+    const target = $("target").value.trim();
+    if (target !== "") parameters.target = Number(target);
+    const body = { inputs: $("text").value, model: $("model").value || undefined, parameters };
+    const started = performance.now();
+    const payload = await answer(await fetch("/attention", { method: "POST", headers: headers(), body: JSON.stringify(body) }));
+    render(payload);
+    setStatus(`${payload.n_tokens} tokens · ${payload.layers.length} layers × ${payload.heads.length} heads · ` +
+      `${Math.round(performance.now() - started)} ms`);
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    setStatus(error.message, true);
+    document.body.dataset.ready = "error";
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- the grid ------------------------------------------------------------------------------------------------
+function render(payload) {
+  const n = payload.n_tokens;
+  const layouts = new Map(payload.layouts.map((l) => [l.layer, l]));
+  state.payload = payload;
+  state.maps = [];
+  for (const block of payload.attentions) {
+    const layout = layouts.get(block.layer);
+    const mask = decodeBits(layout.mask);
+    const values = decodeValues(block, mask);
+    payload.heads.forEach((head, h) => {
+      const cells = n * n;
+      state.maps.push({
+        layer: block.layer, head, layout, n,
+        values: values.subarray(h * cells, (h + 1) * cells),
+        mask: mask.subarray(h * cells, (h + 1) * cells),
+      });
+    });
+  }
+  $("results").hidden = false;
+  $("summary").textContent = `${payload.kind} · pattern ${payload.pattern} · ${payload.layouts.map((l) =>
+    `L${l.layer}: ${l.pattern}${l.block_size ? ` (blocks of ${l.block_size})` : ""}, ${(100 * l.density).toFixed(0)}% of cells allowed`).join(" · ")}`;
+  drawGrid();
+  state.rolloutRow = payload.rollout.row;
+  drawAttribution();
+  drawStatistics();
+  const first = state.maps[0];
+  openDetail(first.layer, first.head);
+}
+
+function paint(canvas, map, options = {}) {
+  const { n, values, mask } = map;
+  canvas.width = n;
+  canvas.height = n;
+  const context = canvas.getContext("2d");
+  const image = context.createImageData(n, n);
+  const top = options.absolute ? 1 : Math.max(1e-6, values.reduce((a, b) => Math.max(a, b), 0));
+  const showLayout = options.layout ?? true;
+  for (let i = 0; i < n * n; i++) {
+    const rgb = showLayout && mask && !mask[i] ? FORBIDDEN : colour(values[i] / top);
+    image.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * i);
+  }
+  context.putImageData(image, 0, 0);
+}
+
+function drawGrid() {
+  const grid = $("grid");
+  const payload = state.payload;
+  grid.replaceChildren();
+  grid.style.gridTemplateColumns = `1.2rem repeat(${payload.heads.length}, auto)`;
+  grid.append(document.createElement("span"));
+  for (const head of payload.heads) {
+    const label = document.createElement("span");
+    label.className = "head-label";
+    label.textContent = `head ${head}`;
+    grid.append(label);
+  }
+  const absolute = $("scale").value === "absolute";
+  const layout = $("show-layout").checked;
+  for (const layer of payload.layers) {
+    const label = document.createElement("span");
+    label.className = "row-label";
+    label.textContent = `layer ${layer}`;
+    grid.append(label);
+    for (const map of state.maps.filter((m) => m.layer === layer)) {
+      const canvas = document.createElement("canvas");
+      canvas.className = "thumb";
+      canvas.dataset.layer = map.layer;
+      canvas.dataset.head = map.head;
+      canvas.title = `layer ${map.layer}, head ${map.head}`;
+      paint(canvas, map, { absolute, layout });
+      canvas.addEventListener("click", () => openDetail(map.layer, map.head));
+      grid.append(canvas);
+    }
+  }
+}
+
+// ---- the detail: large heatmap with labels and hover, and the arc view ---------------------------------------
+const MARGIN = 90; // room for token labels on the large heatmap
+
+function openDetail(layer, head) {
+  const map = state.maps.find((m) => m.layer === layer && m.head === head);
+  if (!map) return;
+  state.selected = map;
+  for (const thumb of document.querySelectorAll("canvas.thumb")) {
+    thumb.classList.toggle("selected", Number(thumb.dataset.layer) === layer && Number(thumb.dataset.head) === head);
+  }
+  for (const row of document.querySelectorAll("#stats tbody tr")) {
+    row.classList.toggle("selected", Number(row.dataset.layer) === layer && Number(row.dataset.head) === head);
+  }
+  const section = $("detail");
+  section.hidden = false;
+  section.dataset.layer = layer;
+  section.dataset.head = head;
+  const layout = map.layout;
+  $("detail-title").textContent = `Layer ${layer}, head ${head} · ${layout.pattern}` +
+    (layout.block_size ? ` · blocks of ${layout.block_size}` : "") + (layout.causal ? " · causal" : "");
+  drawDetail();
+  drawArcs();
+}
+
+function drawDetail() {
+  const map = state.selected;
+  const tokens = state.payload.tokens;
+  const n = map.n;
+  const cell = Math.max(2, Math.min(24, Math.floor(560 / n)));
+  const canvas = $("detail-canvas");
+  const size = MARGIN + n * cell;
+  canvas.width = size;
+  canvas.height = size;
+  const context = canvas.getContext("2d");
+  context.fillStyle = "white";
+  context.fillRect(0, 0, size, size);
+  const heat = document.createElement("canvas");
+  paint(heat, map, { absolute: $("scale").value === "absolute", layout: $("show-layout").checked });
+  context.imageSmoothingEnabled = false;
+  context.drawImage(heat, MARGIN, MARGIN, n * cell, n * cell);
+  const block = map.layout.block_size;
+  if ($("show-layout").checked && block && block < n) { // the block grid of the block-sparse layout
+    context.strokeStyle = "rgba(255,255,255,0.7)";
+    context.lineWidth = 1;
+    for (let b = block; b < n; b += block) {
+      context.beginPath();
+      context.moveTo(MARGIN + b * cell, MARGIN); context.lineTo(MARGIN + b * cell, MARGIN + n * cell);
+      context.moveTo(MARGIN, MARGIN + b * cell); context.lineTo(MARGIN + n * cell, MARGIN + b * cell);
+      context.stroke();
+    }
+  }
+  if (cell >= 7) {
+    context.fillStyle = "#1d2430";
+    context.font = `${Math.min(12, cell)}px system-ui, "DejaVu Sans", sans-serif`;
+    context.textBaseline = "middle";
+    tokens.forEach((token, i) => {
+      const label = clip(token.text || token.token);
+      context.textAlign = "right";
+      context.fillText(label, MARGIN - 4, MARGIN + (i + 0.5) * cell);
+      context.save();
+      context.translate(MARGIN + (i + 0.5) * cell, MARGIN - 4);
+      context.rotate(-Math.PI / 2);
+      context.textAlign = "left";
+      context.fillText(label, 0, 0);
+      context.restore();
+    });
+  }
+  context.fillStyle = "#5b6575";
+  context.font = "11px system-ui, sans-serif";
+  context.textAlign = "left";
+  context.fillText(`L${map.layer} H${map.head}  query ↓ key →`, 4, 12);
+}
+
+function clip(text) {
+  return text.length > 12 ? `${text.slice(0, 11)}…` : text;
+}
+
+function hover(event) {
+  const map = state.selected;
+  if (!map) return;
+  const canvas = $("detail-canvas");
+  const rect = canvas.getBoundingClientRect();
+  const ratio = canvas.width / rect.width;
+  const cell = (canvas.width - MARGIN) / map.n;
+  const x = (event.clientX - rect.left) * ratio - MARGIN;
+  const y = (event.clientY - rect.top) * ratio - MARGIN;
+  const tip = $("hover");
+  if (x < 0 || y < 0 || x >= map.n * cell || y >= map.n * cell) { tip.hidden = true; return; }
+  const q = Math.floor(y / cell), k = Math.floor(x / cell);
+  const tokens = state.payload.tokens;
+  const i = q * map.n + k;
+  const note = map.mask[i] ? map.values[i].toFixed(3) : "0 (outside the layout)";
+  tip.textContent = `«${tokens[q].text || tokens[q].token}» → «${tokens[k].text || tokens[k].token}»: ${note}`;
+  tip.style.left = `${event.clientX - rect.left + 12}px`;
+  tip.style.top = `${event.clientY - rect.top + 12}px`;
+  tip.hidden = false;
+}
+
+function drawArcs() {
+  const map = state.selected;
+  const tokens = state.payload.tokens;
+  const n = map.n;
+  const k = Math.max(1, Number($("topk").value) || 3);
+  const threshold = Math.max(0, Number($("threshold").value) || 0);
+  const svg = $("arcs");
+  const NS = "http://www.w3.org/2000/svg";
+  const row = 18, width = 320, left = 110, right = width - 110;
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", n * row + 10);
+  svg.replaceChildren();
+  svg.classList.remove("focused");
+  for (let q = 0; q < n; q++) { // top-k keys of each query row above the threshold: at most n·k lines
+    const keys = [];
+    for (let j = 0; j < n; j++) if (map.mask[q * n + j] && map.values[q * n + j] >= threshold && map.values[q * n + j] > 0) keys.push(j);
+    keys.sort((a, b) => map.values[q * n + b] - map.values[q * n + a]);
+    for (const j of keys.slice(0, k)) {
+      const line = document.createElementNS(NS, "line");
+      line.setAttribute("x1", left); line.setAttribute("y1", q * row + 14);
+      line.setAttribute("x2", right); line.setAttribute("y2", j * row + 14);
+      line.setAttribute("stroke-width", 1 + 3 * map.values[q * n + j]);
+      line.setAttribute("stroke-opacity", Math.max(0.15, map.values[q * n + j]).toFixed(3));
+      line.dataset.query = q;
+      line.dataset.key = j;
+      svg.append(line);
+    }
+  }
+  tokens.forEach((token, i) => {
+    for (const side of ["query", "key"]) {
+      const text = document.createElementNS(NS, "text");
+      text.setAttribute("x", side === "query" ? left - 6 : right + 6);
+      text.setAttribute("y", i * row + 18);
+      text.setAttribute("text-anchor", side === "query" ? "end" : "start");
+      if (token.special) text.setAttribute("class", "special");
+      text.textContent = clip(token.text || token.token);
+      text.addEventListener("mouseenter", () => focusArcs(side, i));
+      text.addEventListener("mouseleave", () => svg.classList.remove("focused"));
+      svg.append(text);
+    }
+  });
+}
+
+function focusArcs(side, index) {
+  const svg = $("arcs");
+  svg.classList.add("focused");
+  for (const line of svg.querySelectorAll("line")) line.classList.toggle("focus", Number(line.dataset[side]) === index);
+}
+
+function download() {
+  const map = state.selected;
+  const link = document.createElement("a");
+  link.href = $("detail-canvas").toDataURL("image/png");
+  link.download = `attention-L${map.layer}-H${map.head}.png`;
+  link.click();
+}
+
+// ---- rollout, gradient × attention, statistics -----------------------------------------------------------------
+function strip(container, weights, chosen, onClick) {
+  const tokens = state.payload.tokens;
+  const top = Math.max(1e-9, ...weights);
+  container.replaceChildren();
+  tokens.forEach((token, i) => {
+    const span = document.createElement("span");
+    span.textContent = token.text || token.token;
+    span.title = `${i}: ${weights[i].toFixed(4)}`;
+    span.style.background = `rgba(47, 111, 219, ${(weights[i] / top).toFixed(3)})`;
+    if (weights[i] / top > 0.6) span.style.color = "white";
+    if (token.special) span.classList.add("special");
+    if (i === chosen) span.classList.add("chosen");
+    span.addEventListener("click", () => onClick(i));
+    container.append(span);
+  });
+}
+
+function drawAttribution() {
+  const payload = state.payload;
+  const n = payload.n_tokens;
+  const rolled = decodeValues(payload.rollout.matrix);
+  const row = state.rolloutRow;
+  $("rollout-row").textContent = `— what reaches «${payload.tokens[row].text || payload.tokens[row].token}» (position ${row})`;
+  strip($("rollout"), Array.from(rolled.subarray(row * n, (row + 1) * n)), row, (i) => { state.rolloutRow = i; drawAttribution(); });
+  const gradient = payload.gradient;
+  const maps = $("gradient-maps");
+  maps.replaceChildren();
+  if (!gradient) { $("gradient-target").textContent = "— not computed"; $("gradient").replaceChildren(); return; }
+  const t = gradient.target;
+  const what = t.explains === "next token" ? "next token" : (t.masked_input ? "masked token (hidden for this)" : "masked token");
+  $("gradient-target").textContent = `— target position ${t.position}, ${what} «${t.token}» (log p = ${t.log_prob.toFixed(2)})`;
+  if (gradient.error) { $("gradient").textContent = gradient.error; return; }
+  strip($("gradient"), gradient.relevance.map((v) => Math.max(0, v)), t.position, (i) => { $("target").value = i; analyse(); });
+  for (const block of gradient.maps) {
+    const figure = document.createElement("figure");
+    const canvas = document.createElement("canvas");
+    paint(canvas, { n, values: decodeValues(block), mask: null });
+    const caption = document.createElement("figcaption");
+    caption.textContent = `layer ${block.layer}`;
+    figure.append(canvas, caption);
+    maps.append(figure);
+  }
+}
+
+const COLUMNS = ["entropy", "max_entropy", "normalised_entropy", "distance", "self", "previous", "next", "special", "punctuation", "allowed_keys"];
+
+function drawStatistics() {
+  const body = $("stats").querySelector("tbody");
+  body.replaceChildren();
+  for (const s of state.payload.statistics) {
+    const row = document.createElement("tr");
+    row.dataset.layer = s.layer;
+    row.dataset.head = s.head;
+    const cells = [s.layer, s.head, ...COLUMNS.map((c) => (c === "allowed_keys" || c === "distance" ? s[c].toFixed(1) : s[c].toFixed(2)))];
+    for (const value of cells) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      row.append(td);
+    }
+    row.addEventListener("click", () => openDetail(s.layer, s.head));
+    body.append(row);
+  }
+}
+
+// ---- wiring ------------------------------------------------------------------------------------------------------
+function redraw() {
+  if (!state.payload) return;
+  drawGrid();
+  if (state.selected) openDetail(state.selected.layer, state.selected.head);
+}
+
+$("query").addEventListener("submit", analyse);
+$("api-key").addEventListener("change", loadModels);
+$("scale").addEventListener("change", redraw);
+$("show-layout").addEventListener("change", redraw);
+$("topk").addEventListener("input", () => state.selected && drawArcs());
+$("threshold").addEventListener("input", () => state.selected && drawArcs());
+$("download").addEventListener("click", download);
+$("detail-canvas").addEventListener("mousemove", hover);
+$("detail-canvas").addEventListener("mouseleave", () => { $("hover").hidden = true; });
+loadModels();
