@@ -1,0 +1,97 @@
+"""Feed-forward variants and the pre/post-norm residual order, each against its formula."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from modeling.blocks import Block, GeluFeedForward, SwiGLUFeedForward, make_feed_forward, post_norm, pre_norm
+from modeling.config import EncoderConfig
+from modeling.norms import LayerNorm
+
+CONFIG = EncoderConfig(vocab_size=20, d_model=16, n_layers=1, n_heads=2, d_ff=24, max_len=16, dropout=0.0)
+
+
+def test_gelu_feed_forward_is_exact_erf() -> None:
+    torch.manual_seed(0)
+    ff = make_feed_forward(CONFIG)
+    assert isinstance(ff, GeluFeedForward)
+    x = torch.randn(2, 5, 16)
+    h = x @ ff.up.weight.T + ff.up.bias
+    expected = (0.5 * h * (1 + torch.erf(h / 2**0.5))) @ ff.down.weight.T + ff.down.bias
+    torch.testing.assert_close(ff(x), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_gelu_tanh_feed_forward_is_the_tanh_approximation() -> None:
+    torch.manual_seed(1)
+    ff = make_feed_forward(dataclasses.replace(CONFIG, feed_forward="gelu_tanh"))
+    x = torch.randn(3, 16) * 3
+    h = ff.up(x)
+    tanh_gelu = 0.5 * h * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (h + 0.044715 * h**3)))
+    torch.testing.assert_close(ff(x), ff.down(tanh_gelu), atol=1e-6, rtol=1e-5)
+    exact = make_feed_forward(CONFIG)
+    exact.load_state_dict(ff.state_dict())
+    assert not torch.allclose(exact(x), ff(x), atol=1e-7, rtol=0)  # the two variants differ
+
+
+def test_swiglu_feed_forward() -> None:
+    torch.manual_seed(2)
+    ff = make_feed_forward(dataclasses.replace(CONFIG, feed_forward="swiglu", bias=False))
+    assert isinstance(ff, SwiGLUFeedForward)
+    assert sorted(n for n, _ in ff.named_parameters()) == ["down.weight", "gate.weight", "up.weight"]
+    x = torch.randn(4, 16)
+    g = x @ ff.gate.weight.T
+    expected = ((g * torch.sigmoid(g)) * (x @ ff.up.weight.T)) @ ff.down.weight.T
+    torch.testing.assert_close(ff(x), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_residual_orders() -> None:
+    torch.manual_seed(3)
+    norm, x = LayerNorm(16), torch.randn(2, 3, 16) * 5 + 1
+
+    def f(h: torch.Tensor) -> torch.Tensor:
+        return 2 * h + 1
+
+    keep = torch.nn.Identity()
+    torch.testing.assert_close(pre_norm(x, norm, f, keep), x + f(norm(x)))
+    torch.testing.assert_close(post_norm(x, norm, f, keep), norm(x + f(x)))
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_block_composes_its_parts_in_the_configured_order(placement) -> None:
+    torch.manual_seed(4)
+    block = Block(dataclasses.replace(CONFIG, norm_placement=placement)).eval()
+    x = torch.randn(2, 7, 16)
+    positions = torch.arange(7)
+    with torch.no_grad():
+        got, weights = block(x, layout=None, positions=positions, need_weights=True)
+
+        def attn(h: torch.Tensor) -> torch.Tensor:
+            return block.attention(h, layout=None, positions=positions)[0]
+
+        if placement == "pre":
+            h = x + attn(block.attention_norm(x))
+            expected = h + block.feed_forward(block.feed_forward_norm(h))
+        else:
+            h = block.attention_norm(x + attn(x))
+            expected = block.feed_forward_norm(h + block.feed_forward(h))
+    torch.testing.assert_close(got, expected)
+    assert weights.shape == (2, 2, 7, 7)
+    if placement == "post":  # the output of a post-norm block is normalised
+        torch.testing.assert_close(got.mean(-1), torch.zeros(2, 7), atol=1e-5, rtol=0)
+
+
+def test_block_dropout_only_in_training() -> None:
+    torch.manual_seed(5)
+    block = Block(dataclasses.replace(CONFIG, dropout=0.5))
+    x, positions = torch.randn(1, 6, 16), torch.arange(6)
+    block.train()
+    a = block(x, layout=None, positions=positions)[0]
+    b = block(x, layout=None, positions=positions)[0]
+    assert not torch.equal(a, b)
+    block.eval()
+    assert torch.equal(
+        block(x, layout=None, positions=positions)[0], block(x, layout=None, positions=positions)[0]
+    )
