@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "atencion.json"
 ENV_EXAMPLE = ROOT / "deploy" / "atencion.env.example"
 PROMETHEUS_BINARY = "/usr/bin/prometheus"
@@ -150,6 +151,12 @@ def promql_metric_names(expression: str) -> set[str]:
     return names
 
 
+def alert_expressions() -> list[str]:
+    """The PromQL of every alerting rule in deploy/prometheus/alerts.yml."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule["expr"] for group in groups for rule in group["rules"]]
+
+
 def grafana_to_promql(expression: str, rate_interval: str = "30s") -> str:
     """Replace the Grafana variables the dashboard uses with what Grafana would send for "All"."""
     return (
@@ -206,6 +213,13 @@ class Prometheus:
         assert status == 200 and answer["status"] == "success", (promql, answer)
         return answer["data"]["result"]
 
+    def rules(self) -> list[dict]:
+        return [
+            r
+            for g in json.loads(http_get(f"{self.url}/api/v1/rules")[1])["data"]["groups"]
+            for r in g["rules"]
+        ]
+
     def targets(self) -> list[dict]:
         return json.loads(http_get(f"{self.url}/api/v1/targets")[1])["data"]["activeTargets"]
 
@@ -215,13 +229,17 @@ def running_prometheus(target: str, workdir: Path, interval: str = "1s") -> Iter
     """Prometheus with our deploy/prometheus/prometheus.yml's `atencion` job pointed at `target` (host:port).
 
     Docker's DNS discovery cannot resolve here, so it becomes a static target; everything else in the job
-    (metrics path, relabelling) is the shipped configuration. The scrape interval is shortened for the test.
+    (metrics path, relabelling) and the alerting rules are the shipped ones. Intervals are shortened.
     """
     shipped = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     job = next(job for job in shipped["scrape_configs"] if job["job_name"] == "atencion")
     job.pop("dns_sd_configs")
     job["static_configs"] = [{"targets": [target]}]
-    config = {"global": {"scrape_interval": interval, "scrape_timeout": interval}, "scrape_configs": [job]}
+    config = {
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "rule_files": [str(PROMETHEUS_CONFIG.parent / name) for name in shipped["rule_files"]],
+        "scrape_configs": [job],
+    }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     log = open(workdir / "prometheus.log", "wb")  # noqa: SIM115 - closed below
