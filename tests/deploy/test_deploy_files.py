@@ -15,6 +15,7 @@ import yaml
 from deploy_helpers import (
     COMPOSE,
     DASHBOARD,
+    DOCKERFILE,
     ENV_EXAMPLE,
     PROMETHEUS_CONFIG,
     ROOT,
