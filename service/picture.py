@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from service.encoding import decode, decode_bits  # noqa: E402
 
 CELL_INCHES = 2.0  # one heatmap
-MARGIN_INCHES = (1.2, 1.0)  # left (row labels) and top (title) room
+MARGIN_INCHES = (1.2, 0.5, 0.55)  # left (row labels), top (title) and bottom (key labels) room
 DPI = 100
 FORBIDDEN = "#d9d9d9"  # cells outside the layout
 LABELLED_TOKENS = 24  # token labels on the axes up to this many tokens
@@ -28,7 +28,7 @@ LABELLED_TOKENS = 24  # token labels on the axes up to this many tokens
 def picture_size(n_layers: int, n_heads: int) -> tuple[int, int]:
     """The PNG's (width, height) in pixels for a grid of ``n_layers`` rows and ``n_heads`` columns."""
     width = MARGIN_INCHES[0] + CELL_INCHES * n_heads
-    height = MARGIN_INCHES[1] + CELL_INCHES * n_layers
+    height = MARGIN_INCHES[1] + CELL_INCHES * n_layers + MARGIN_INCHES[2]
     return round(width * DPI), round(height * DPI)
 
 
@@ -54,8 +54,7 @@ def draw_grid(payload: dict[str, Any], out: str | Path, *, scale: str = "head") 
     size = picture_size(len(maps), len(heads))
     figure = plt.figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
     width, height = size[0] / DPI, size[1] / DPI
-    colours = plt.get_cmap("viridis").copy()
-    colours.set_bad(FORBIDDEN)
+    colours = plt.get_cmap("viridis").with_extremes(bad=FORBIDDEN)
     title = payload["text"] if len(payload["text"]) <= 80 else payload["text"][:77] + "…"
     figure.text(
         0.5,

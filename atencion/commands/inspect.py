@@ -54,18 +54,22 @@ def checkpoint_directory(reference: str) -> Path:
     for folder in (SHIPPED, Path.cwd() / "checkpoints"):
         if (folder / reference).is_dir():
             return folder / reference
-    if "/" in reference and not local.exists():
-        from modeling.hub import resolve_model
+    if reference.count("/") == 1 and not reference.startswith((".", "/", "~")):
+        from modeling.hub import HubError, resolve_model
 
-        return Path(resolve_model(reference).path)
+        try:
+            return Path(resolve_model(reference).path)
+        except HubError as error:
+            raise UsageError(f"--model: {error}") from None
     shipped = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
     names = f" (shipped: {', '.join(shipped)})" if shipped else ""
-    raise UsageError(f"--model: {reference!r} is neither a checkpoint directory nor a shipped name{names}")
+    raise UsageError(
+        f"--model: {reference!r} is neither a checkpoint directory, a shipped name{names} nor ORG/NAME[@REV]"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from modeling.checkpoint import CheckpointError, load_checkpoint
-    from modeling.hub import HubError
     from service.inspection import InspectionError, analyse
     from service.picture import draw_grid
 
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             checkpoint.model, checkpoint.tokenizer, args.text, layers=layers, heads=heads, target=args.target
         )
         width, height = draw_grid(payload, out, scale=args.scale)
-    except (UsageError, CheckpointError, InspectionError, HubError) as error:
+    except (UsageError, CheckpointError, InspectionError) as error:
         print(f"atencion inspect: {error}", file=sys.stderr)
         return 2
     print(
