@@ -228,3 +228,67 @@ def _read(directory: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(directory / "model.safetensors"))
+
+
+# ---- the CLI on a saved checkpoint ----------------------------------------------------------------------------
+def test_cli_generate_streams_text(decoder_dir, capsys) -> None:
+    from atencion.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(decoder_dir), "w01 w02", "--max-new-tokens", "4", "--json"])
+    assert exit_info.value.code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) <= 4 and lines[-1]["finish_reason"] in ("length", "eos_token")
+    assert {"id", "text", "logprob", "special", "finish_reason"} == set(lines[0])
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["--max-new-tokens", "0"], 2, "max_new_tokens: must be"),
+        (["--sample", "--top-p", "2"], 2, "top_p: must be"),
+    ],
+)
+def test_cli_generate_rejects_bad_values(decoder_dir, capsys, argv, code, message) -> None:
+    from atencion.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(decoder_dir), "w01", *argv])
+    assert exit_info.value.code == code
+    assert message in capsys.readouterr().err
+
+
+def test_cli_reports_a_broken_or_wrong_checkpoint(tmp_path, decoder_dir, capsys) -> None:
+    from atencion.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fill-mask", str(decoder_dir), "w01 [MASK]"])
+    assert (
+        exit_info.value.code == 2
+        and "is a decoder model, this command needs an encoder" in capsys.readouterr().err
+    )
+    (decoder_dir / "model.safetensors").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(decoder_dir), "w01"])
+    assert exit_info.value.code == 1
+    assert "error: model.safetensors: truncated" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(tmp_path / "nothing-here"), "w01"])
+    assert exit_info.value.code == 1
+    assert "nothing-here' is neither a checkpoint directory" in capsys.readouterr().err
+
+
+def test_cli_fill_mask(tmp_path, capsys) -> None:
+    from atencion.cli import main
+
+    torch.manual_seed(3)
+    directory = saved(tmp_path, Encoder(ENCODER))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fill-mask", str(directory), "w01 [MASK] w03", "--top-k", "3", "--json"])
+    assert exit_info.value.code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and rows[0]["score"] >= rows[1]["score"] >= rows[2]["score"]
+    assert rows[0]["sequence"].startswith("w01 ") and rows[0]["sequence"].endswith(" w03")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fill-mask", str(directory), "w01 w02"])
+    assert exit_info.value.code == 2 and "no [MASK] token" in capsys.readouterr().err

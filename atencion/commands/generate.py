@@ -1,0 +1,111 @@
+"""`atencion generate CKPT "prompt"`: continue a prompt with a decoder checkpoint, streaming the text.
+
+CKPT is a checkpoint directory, a shipped checkpoint name (checkpoints/NAME) or a Hub ``ORG/NAME[@REV]``.
+The text goes to stdout as it is generated; the finish reason and the speed go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot be used; the message says which and why."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint directory, shipped name, or Hub ORG/NAME[@REVISION]")
+    parser.add_argument("prompt", help="the text to continue (quote it)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="at most this many new tokens (64)")
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (1.0)")
+    parser.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    parser.add_argument("--top-p", type=float, help="sample among the most likely tokens totalling p")
+    parser.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="CTRL penalty, > 1 repeats less"
+    )
+    parser.add_argument("--seed", type=int, help="seed of the sampler, for reproducible samples")
+    parser.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per token instead of text")
+
+
+def checkpoint_directory(reference: str) -> Path:
+    """A local directory, a shipped checkpoint name, or a Hub reference pulled into the cache."""
+    local = Path(reference).expanduser()
+    if local.is_dir():
+        return local
+    for folder in (SHIPPED, Path.cwd() / "checkpoints"):
+        if (folder / reference).is_dir():
+            return folder / reference
+    if "/" in reference and not local.exists():
+        from modeling.hub import resolve_model
+
+        return Path(resolve_model(reference).path)
+    raise UsageError(f"checkpoint: {reference!r} is neither a checkpoint directory nor a shipped name")
+
+
+def open_checkpoint(reference: str, kind: str):
+    """Load a checkpoint and check that it holds the kind of model the command needs."""
+    from modeling.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(checkpoint_directory(reference))
+    if checkpoint.config.kind != kind:
+        article = "an" if kind == "encoder" else "a"
+        raise UsageError(
+            f"checkpoint: {reference!r} is a {checkpoint.config.kind} model, this command needs {article} {kind}"
+        )
+    return checkpoint
+
+
+def run_guarded(body, args: argparse.Namespace) -> int:
+    """Run ``body(args)``; turn every expected failure into one ``error:`` line and exit code 1 or 2."""
+    from modeling.checkpoint import CheckpointError
+    from modeling.hub import HubError
+
+    try:
+        return body(args)
+    except (CheckpointError, HubError, OSError) as error:  # before ValueError: CheckpointError is one
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # UsageError, Sampling's checks, bad input
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from modeling.generation import Sampling, stream_tokens
+
+    sampling = Sampling(
+        max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=tuple(args.stop),
+    )  # fmt: skip
+    checkpoint = open_checkpoint(args.checkpoint, "decoder")
+    torch.set_grad_enabled(False)
+    ids = checkpoint.tokenizer.encode(args.prompt).ids or [checkpoint.config.bos_token_id]
+    start, count, finish = time.perf_counter(), 0, None
+    if not args.json:
+        sys.stdout.write(args.prompt)
+    for token in stream_tokens(checkpoint.model, checkpoint.tokenizer, ids, sampling):
+        count, finish = count + 1, token.finish_reason
+        if args.json:
+            print(json.dumps(token.__dict__, ensure_ascii=False), flush=True)
+        elif not token.special:
+            sys.stdout.write(token.text)
+            sys.stdout.flush()
+    seconds = time.perf_counter() - start
+    if not args.json:
+        sys.stdout.write("\n")
+    print(f"[{count} tokens, finish_reason={finish}, {count / seconds:.1f} tokens/s]", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_guarded(_generate, args)
