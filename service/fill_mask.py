@@ -1,0 +1,181 @@
+"""``POST /fill-mask``: the masked-LM's guesses for each mask token, dynamically batched.
+
+Requests that arrive within ``batch_timeout`` of each other (up to ``max_batch_size``) run as one padded
+forward per model. LitServe fails a whole batch when any step raises (its issue #340), so a bad item — no mask
+token, too many tokens, a target the tokenizer cannot spell — travels through ``predict`` as an ``InputError``
+value and becomes that request's own 4xx in ``encode_response``; the others in the batch are untouched.
+
+Scores follow the Hugging Face pipeline: softmax over the whole vocabulary at the mask position, then the
+``top_k`` best (or the given ``targets``), ``sequence`` being the text with that mask filled in.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import litserve as ls
+import torch
+
+from service.errors import InputError, error_response
+from service.metrics import BATCH_SIZE, INPUT_TOKENS
+from service.models import ServedModel, load_for_worker
+from service.schemas import FillMaskRequest, FillMaskResponse
+from service.settings import Limits
+
+PATH = "/fill-mask"
+
+
+@dataclass
+class Prepared:
+    """One request, tokenized: every text's ids and mask positions, and the candidate ids to rank."""
+
+    model: str
+    texts: list[list[int]]  # token ids per input text
+    masks: list[list[int]]  # mask positions per input text
+    top_k: int
+    targets: list[int] | None
+    single: bool  # "inputs" was a string, not a list
+
+
+class FillMaskAPI(ls.LitAPI):
+    """One worker holds every served encoder; a batch may mix models (one forward per model)."""
+
+    def __init__(self, models: list[ServedModel], limits: Limits, max_batch_size: int, batch_timeout: float):
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=PATH)
+        self.served = [m for m in models if m.kind == "encoder"]
+        self.limits = limits
+
+    def setup(self, device: str) -> None:
+        self.device = device
+        self.checkpoints = load_for_worker(self.served, "encoder", device)
+
+    # ---- per request (never raises) --------------------------------------------------------------------
+    def decode_request(self, request: FillMaskRequest) -> Prepared | InputError:
+        try:
+            return self.prepare(request)
+        except InputError as error:
+            return error
+        except Exception as error:  # a tokenizer failure on odd input: this request's problem only
+            return InputError(f"inputs: cannot be tokenized ({error})")
+
+    def prepare(self, request: FillMaskRequest) -> Prepared:
+        name = request.model or self.served[0].name
+        if name not in self.checkpoints:
+            known = ", ".join(self.checkpoints)
+            raise InputError(f"model: unknown encoder {name!r}; served: {known}", 404, "unknown_model")
+        checkpoint = self.checkpoints[name]
+        tokenizer, config = checkpoint.tokenizer, checkpoint.config
+        mask = tokenizer.id_to_token(config.mask_token_id)
+        cap = min(self.limits.max_input_tokens, config.max_len)
+        texts = [request.inputs] if isinstance(request.inputs, str) else list(request.inputs)
+        all_ids, all_masks = [], []
+        for text in texts:
+            ids = tokenizer.encode(text).ids
+            if len(ids) > cap:
+                raise InputError(
+                    f"inputs: {len(ids)} tokens, more than the {cap} allowed: send a shorter text",
+                    413,
+                    "too_long",
+                )
+            positions = [i for i, t in enumerate(ids) if t == config.mask_token_id]
+            if not positions:
+                raise InputError(
+                    f"inputs: no {mask} token in {text[:60]!r}; put {mask} where the model should guess a word",
+                    422,
+                    "no_mask",
+                )
+            all_ids.append(ids)
+            all_masks.append(positions)
+        targets = None
+        if request.parameters.targets is not None:
+            targets = []
+            for word in request.parameters.targets:
+                token = tokenizer.token_to_id(word)
+                if token is None:
+                    pieces = tokenizer.encode(word, add_special_tokens=False).ids
+                    if not pieces:
+                        raise InputError(f"parameters.targets: {word!r} gives no token", 422, "out_of_range")
+                    token = pieces[0]
+                if token not in targets:
+                    targets.append(token)
+        INPUT_TOKENS.labels(path=PATH).inc(sum(len(ids) for ids in all_ids))
+        top_k = min(request.parameters.top_k, len(targets) if targets else config.vocab_size)
+        return Prepared(name, all_ids, all_masks, top_k, targets, isinstance(request.inputs, str))
+
+    # ---- the batch --------------------------------------------------------------------------------------
+    def batch(self, inputs: list[Any]) -> list[Any]:
+        return list(inputs)
+
+    def unbatch(self, outputs: list[Any]) -> list[Any]:
+        return outputs
+
+    def predict(self, items: Any) -> Any:
+        batched = isinstance(items, list)
+        items = items if batched else [items]
+        BATCH_SIZE.labels(path=PATH).observe(len(items))
+        outputs: list[Any] = list(items)  # InputErrors pass through as they are
+        for name in {item.model for item in items if isinstance(item, Prepared)}:
+            group = [i for i, item in enumerate(items) if isinstance(item, Prepared) and item.model == name]
+            try:
+                results = self.rank([items[i] for i in group])
+            except Exception as error:  # keep other models' requests alive; report this group's failure
+                failure = InputError(f"the model failed on this input ({error})", 424, "generation")
+                results = [failure] * len(group)
+            for i, result in zip(group, results, strict=True):
+                outputs[i] = result
+        return outputs if batched else outputs[0]
+
+    @torch.inference_mode()
+    def rank(self, requests: list[Prepared]) -> list[Any]:
+        """One padded forward for every text of ``requests`` (all on the same model)."""
+        checkpoint = self.checkpoints[requests[0].model]
+        model, tokenizer, config = checkpoint.model, checkpoint.tokenizer, checkpoint.config
+        sequences = [ids for r in requests for ids in r.texts]
+        longest = max(len(ids) for ids in sequences)
+        ids = torch.full((len(sequences), longest), config.pad_token_id, dtype=torch.long)  # (B, T)
+        real = torch.zeros(len(sequences), longest, dtype=torch.bool)  # (B, T)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            real[row, : len(seq)] = True
+        probs = (
+            model(ids.to(self.device), pad_mask=real.to(self.device)).logits.float().softmax(-1)
+        )  # (B, T, V)
+        probs = probs.cpu()
+        results, row = [], 0
+        for request in requests:
+            per_text = []
+            for seq, masks in zip(request.texts, request.masks, strict=True):
+                per_mask = [self.candidates(probs[row, m], seq, m, request, tokenizer) for m in masks]
+                per_text.append(per_mask[0] if len(per_mask) == 1 else per_mask)
+                row += 1
+            results.append(per_text[0] if request.single else per_text)
+        return results
+
+    @staticmethod
+    def candidates(
+        probs: torch.Tensor, seq: list[int], position: int, request: Prepared, tokenizer
+    ) -> list[dict]:
+        """The top-k (or target) tokens at one mask position, best first, HF pipeline fields."""
+        if request.targets is not None:
+            pool = torch.tensor(request.targets)
+            scores, order = probs[pool].topk(request.top_k)
+            tokens = pool[order]
+        else:
+            scores, tokens = probs.topk(request.top_k)
+        out = []
+        for score, token in zip(scores.tolist(), tokens.tolist(), strict=True):
+            filled = list(seq)
+            filled[position] = token
+            out.append(
+                {
+                    "score": score,
+                    "token": token,
+                    "token_str": tokenizer.decode([token]),
+                    "sequence": tokenizer.decode(filled, skip_special_tokens=True),
+                }
+            )
+        return out
+
+    def encode_response(self, output: Any) -> FillMaskResponse:
+        if isinstance(output, InputError):
+            return error_response(output)
+        return output

@@ -1,0 +1,171 @@
+"""The served models: references resolved once at start-up, loaded in each inference worker.
+
+A reference is a local checkpoint directory or a Hub reference ``ORG/NAME@REVISION`` (resolved by
+``modeling.hub.resolve_model`` into the local cache, then served offline). Each model is known by a name — the
+directory name or ``ORG/NAME`` — and a request picks one with its optional ``"model"`` field; the default is
+the first of its kind.
+
+Two halves: ``ServedModel`` (plain data, travels to the spawned workers) and ``Catalog`` (the API process's
+view: names, tokenizers and limits for validating requests before they reach a worker).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from modeling.config import ConfigError, config_from_dict
+from service.errors import InputError
+from service.settings import Limits, Settings
+
+
+class ServeError(RuntimeError):
+    """The service cannot start with these models; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model as the service knows it (no tensors: cheap to send to every worker)."""
+
+    name: str
+    kind: str  # encoder | decoder
+    reference: str  # as given by the user
+    path: str  # the local checkpoint directory
+    repo_id: str | None
+    revision: str | None
+    commit: str | None
+    config: dict[str, Any]
+
+    @property
+    def max_len(self) -> int:
+        return int(self.config["max_len"])
+
+    def describe(self) -> dict[str, Any]:
+        attention = self.config.get("attention", {})
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "reference": self.reference,
+            "repo_id": self.repo_id,
+            "revision": self.revision,
+            "commit": self.commit,
+            "pattern": attention.get("pattern", "dense"),
+            "config": self.config,
+        }
+
+
+def _read_config(path: Path, reference: str) -> dict[str, Any]:
+    try:
+        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config_from_dict(data)  # validates
+    except FileNotFoundError:
+        raise ServeError(f"{reference}: {path} has no config.json; is it a checkpoint directory?") from None
+    except (json.JSONDecodeError, ConfigError) as error:
+        raise ServeError(f"{reference}: config.json is invalid ({error})") from None
+    return data
+
+
+def resolve(reference: str, kind: str) -> ServedModel:
+    """A local directory, or ``ORG/NAME@REVISION`` pulled with modeling.hub (then served from the cache)."""
+    local = Path(reference).expanduser()
+    if local.is_dir():
+        path, repo_id, revision, commit, name = local.resolve(), None, None, None, local.resolve().name
+    elif reference.startswith((".", "/", "~")) or reference.count("/") != 1:
+        raise ServeError(
+            f"--{kind} {reference}: no such checkpoint directory, and not a Hub reference ORG/NAME[@REVISION]"
+        )
+    else:
+        from modeling.hub import resolve_model
+
+        try:
+            resolved = resolve_model(reference)
+        except Exception as error:  # the Hub client's many error types: report them, don't crash
+            raise ServeError(f"--{kind} {reference}: cannot resolve it ({error})") from None
+        path, repo_id = Path(resolved.path), resolved.repo_id
+        revision, commit = resolved.revision, resolved.commit
+        name = repo_id
+    config = _read_config(path, reference)
+    if config.get("kind") != kind:
+        raise ServeError(f"--{kind} {reference}: is a {config.get('kind')} checkpoint, not an {kind}")
+    return ServedModel(name, kind, reference, str(path), repo_id, revision, commit, config)
+
+
+def resolve_all(settings: Settings) -> list[ServedModel]:
+    """Every model of ``settings``; names must be unique, and at least one model must be served."""
+    from service.settings import shipped_references
+
+    encoders, decoders = settings.encoders, settings.decoders
+    if not encoders and not decoders:
+        encoders, decoders = shipped_references()
+    if not encoders and not decoders:
+        raise ServeError(
+            "no models to serve: the shipped checkpoints (checkpoints/encoder-dense, …) are not there. "
+            "Pass --encoder DIR_OR_ORG/NAME@REV and/or --decoder DIR_OR_ORG/NAME@REV "
+            "(or set ATENCION_ENCODERS / ATENCION_DECODERS, comma-separated)."
+        )
+    models = [resolve(r, "encoder") for r in encoders] + [resolve(r, "decoder") for r in decoders]
+    names = [m.name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ServeError(
+            f"two models share the name {duplicates[0]!r}: serve them from differently named directories"
+        )
+    return models
+
+
+@dataclass
+class Catalog:
+    """The API process's view of the served models, used to validate requests before they are queued."""
+
+    models: list[ServedModel]
+    limits: Limits
+    tokenizers: dict[str, Tokenizer]
+
+    @classmethod
+    def build(cls, models: list[ServedModel], limits: Limits) -> Catalog:
+        tokenizers = {m.name: Tokenizer.from_file(str(Path(m.path) / "tokenizer.json")) for m in models}
+        return cls(models, limits, tokenizers)
+
+    def names(self, kind: str | None = None) -> list[str]:
+        return [m.name for m in self.models if kind is None or m.kind == kind]
+
+    def find(self, name: str | None, kind: str | None) -> ServedModel:
+        """The model called ``name`` (default: the first of ``kind``); InputError naming the known ones."""
+        candidates = [m for m in self.models if kind is None or m.kind == kind]
+        if not candidates:
+            raise InputError(
+                f"this server serves no {kind} model (start it with --{kind})", 404, "unknown_model"
+            )
+        if name is None:
+            return candidates[0]
+        for model in candidates:
+            if model.name == name:
+                return model
+        known = ", ".join(m.name for m in candidates)
+        raise InputError(
+            f"model: unknown model {name!r}; this endpoint serves: {known}", 404, "unknown_model"
+        )
+
+
+_CATALOG: Catalog | None = None
+
+
+def install_catalog(catalog: Catalog | None) -> None:
+    """Make ``catalog`` the one request validation consults (in the API processes, forked after this)."""
+    global _CATALOG
+    _CATALOG = catalog
+
+
+def active_catalog() -> Catalog | None:
+    return _CATALOG
+
+
+def load_for_worker(models: list[ServedModel], kind: str | None, device: str) -> dict[str, Any]:
+    """Load the checkpoints of ``kind`` (None: all) onto ``device``: name -> modeling.checkpoint.Checkpoint."""
+    from modeling.checkpoint import load_checkpoint
+
+    return {m.name: load_checkpoint(m.path, device=device) for m in models if kind is None or m.kind == kind}
