@@ -15,6 +15,7 @@ revision, an unreachable Hub (bounded: no multi-second retry loop), a file that 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ CHECKPOINT_FILES = (
     "samples.json",
 )
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-PROBE_TIMEOUT_S = 10.0  # one request decides whether the Hub is reachable, before any retrying download
+UNREACHABLE_HINT = "; HF_HUB_OFFLINE=1 uses what the cache already holds"
+PROBE_TIMEOUT_S = 10.0  # one request decides whether the Hub answers, before any retrying download
 # What a Hub call may raise that describe_error turns into one line.
 HUB_ERRORS = (
     HfHubHTTPError,
@@ -57,6 +59,7 @@ HUB_ERRORS = (
 )
 _REFERENCE = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[^\s@]+))?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+logger = logging.getLogger(__name__)
 
 
 class HubError(Exception):
@@ -74,13 +77,20 @@ class ResolvedModel:
     sha256: dict[str, str] = field(default_factory=dict)  # file name → verified sha256 (Hub references)
 
 
+def probe_timeout() -> float:
+    """Seconds the first request to the Hub may take: ``ATENCION_HUB_TIMEOUT``, default ``PROBE_TIMEOUT_S``."""
+    value = os.environ.get("ATENCION_HUB_TIMEOUT", "")
+    try:
+        return float(value) if value and float(value) > 0 else PROBE_TIMEOUT_S
+    except ValueError:
+        return PROBE_TIMEOUT_S
+
+
 def parse_reference(reference: str) -> tuple[str, str | None]:
     """``ORG/NAME[@REVISION]`` → (repo id, revision or None); a clear ``HubError`` for anything else."""
     match = _REFERENCE.fullmatch(reference.strip())
     if match is None:
-        raise HubError(
-            f"{reference!r} is neither a checkpoint directory nor a Hub reference ORG/NAME[@REVISION]"
-        )
+        raise HubError(f"{reference!r} is not a Hub reference ORG/NAME[@REVISION]")
     return match["repo"], match["revision"]
 
 
@@ -101,7 +111,9 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def describe_error(error: Exception, repo_id: str, revision: str | None, endpoint: str) -> str:
+def describe_error(
+    error: Exception, repo_id: str, revision: str | None, endpoint: str, hint: str = UNREACHABLE_HINT
+) -> str:
     """One line naming what went wrong with a Hub call, without the client's multi-line details."""
     where = f"{repo_id}@{revision}" if revision else repo_id
     cause = error.__cause__
@@ -120,7 +132,7 @@ def describe_error(error: Exception, repo_id: str, revision: str | None, endpoin
     if isinstance(error, OfflineModeIsEnabled | LocalEntryNotFoundError | RevisionResolutionError):
         return f"{where} is not in the local cache and the Hub may not be used (offline mode)"
     if isinstance(error, httpx2.TransportError):
-        return f"cannot reach the Hub at {endpoint} ({type(error).__name__}); set HF_HUB_OFFLINE=1 to use the cache"
+        return f"cannot reach the Hub at {endpoint} ({type(error).__name__}){hint}"
     if isinstance(error, HfHubHTTPError):
         status = error.response.status_code if error.response is not None else "?"
         if status == 401:
@@ -145,6 +157,10 @@ def resolve_model(
     local = Path(reference).expanduser()
     if local.is_dir():
         return ResolvedModel(path=local.resolve(), repo_id=None, revision=None, commit=None)
+    if not _REFERENCE.fullmatch(reference.strip()):
+        raise HubError(
+            f"{reference!r} is neither a checkpoint directory nor a Hub reference ORG/NAME[@REVISION]"
+        )
     repo_id, revision = parse_reference(reference)
     return pull_model(repo_id, revision, cache_dir=cache_dir, offline=offline, endpoint=endpoint)
 
@@ -164,18 +180,13 @@ def pull_model(
     api = HfApi(endpoint=endpoint)
     try:
         commit = _resolve_commit(api, repo_id, revision, cache, offline)
-        cached = _snapshot_is_complete(repo_id, commit, cache)
-        if not cached and not offline:
-            # One request (no retries) proves the Hub is reachable and the commit exists, so an unreachable Hub
-            # fails in well under PROBE_TIMEOUT_S instead of after the download's ~24 s of backoff.
-            api.model_info(repo_id, revision=commit, timeout=PROBE_TIMEOUT_S)
         path = snapshot_download(
             repo_id,
             revision=commit,
             cache_dir=cache,
             endpoint=endpoint,
             allow_patterns=list(CHECKPOINT_FILES),
-            local_files_only=offline or cached,
+            local_files_only=offline or _snapshot_is_complete(repo_id, commit, cache),
         )
     except HUB_ERRORS as error:
         raise HubError(describe_error(error, repo_id, revision, endpoint)) from error
@@ -188,11 +199,37 @@ def pull_model(
 
 
 def _resolve_commit(api: HfApi, repo_id: str, revision: str | None, cache: Path, offline: bool) -> str:
-    """Branch / tag / sha → commit sha: asks the Hub once (recording it in ``refs/``), or reads ``refs/`` offline."""
-    if revision is not None and _COMMIT.fullmatch(revision):
-        return revision
-    resolved = api.resolve_revision(repo_id, revision=revision, cache_dir=cache, local_files_only=offline)
-    return resolved.resolved
+    """Branch / tag / sha → commit sha, asking the Hub at most once, with a timeout.
+
+    A sha whose snapshot is complete in the cache needs no request. Otherwise one ``model_info`` request
+    (bounded by ``probe_timeout()``, no retries: the client's session has no timeout of its own) resolves the
+    revision and proves the Hub answers before any retrying download starts; a branch or tag is then recorded
+    in the cache's ``refs/`` for offline use. Offline, or with the Hub unreachable or failing, ``refs/`` and
+    complete snapshots are all there is.
+    """
+    is_commit = revision is not None and bool(_COMMIT.fullmatch(revision))
+    ref = cache / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or constants.DEFAULT_REVISION)
+    cached = revision if is_commit else (ref.read_text().strip() if ref.is_file() else None)
+    if offline or (is_commit and _snapshot_is_complete(repo_id, revision, cache)):
+        if cached is None:
+            raise LocalEntryNotFoundError(f"no cached ref {ref}")
+        return cached
+    try:
+        info = api.model_info(repo_id, revision=revision, timeout=probe_timeout())
+    except (httpx2.TransportError, HfHubHTTPError) as error:
+        answered = isinstance(error, HfHubHTTPError) and error.response is not None
+        if (answered and error.response.status_code < 500) or cached is None:
+            raise
+        if not _snapshot_is_complete(repo_id, cached, cache):
+            raise
+        logger.warning("the Hub at %s did not answer (%s); using the cached %s", api.endpoint, error, cached)
+        return cached
+    if not is_commit:  # written the way huggingface_hub writes it: refs/<revision> holds the sha
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        temporary = ref.with_name(ref.name + ".tmp")
+        temporary.write_text(info.sha)
+        temporary.replace(ref)
+    return info.sha
 
 
 def _snapshot_is_complete(repo_id: str, commit: str, cache: Path) -> bool:

@@ -20,9 +20,17 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi, constants
+from huggingface_hub.errors import RepositoryNotFoundError
 
 from modeling.config import ConfigError, load_config
-from modeling.hub import CHECKPOINT_FILES, HUB_ERRORS, REQUIRED_FILES, HubError, describe_error
+from modeling.hub import (
+    CHECKPOINT_FILES,
+    HUB_ERRORS,
+    REQUIRED_FILES,
+    HubError,
+    describe_error,
+    probe_timeout,
+)
 from training.model_card import build_model_card
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -66,6 +74,14 @@ def stage_checkpoint(path: Path, staging: Path, repo_id: str) -> list[str]:
     return [*names, "README.md"]
 
 
+def _probe(api: HfApi, repo_id: str) -> None:
+    """One request with a timeout, so an unreachable Hub fails fast: the client's own calls have none."""
+    try:
+        api.model_info(repo_id, timeout=probe_timeout())
+    except RepositoryNotFoundError:
+        pass  # created next
+
+
 def push_checkpoint(
     path: str | Path,
     repo_id: str,
@@ -88,6 +104,7 @@ def push_checkpoint(
     try:
         with tempfile.TemporaryDirectory(prefix="atencion-push-") as staging:
             stage_checkpoint(checkpoint, Path(staging), repo_id)
+            _probe(api, repo_id)
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
             if revision not in (None, constants.DEFAULT_REVISION):
                 api.create_branch(repo_id, branch=revision, exist_ok=True)  # starts from main when new
@@ -99,6 +116,6 @@ def push_checkpoint(
                 delete_patterns=list(CHECKPOINT_FILES),
             )
     except HUB_ERRORS as error:
-        message = describe_error(error, repo_id, revision, endpoint)
+        message = describe_error(error, repo_id, revision, endpoint, hint="")
         raise HubError(message.replace(token, "***") if token else message) from None
     return info.oid
