@@ -42,6 +42,21 @@ def layer_maps(payload: dict[str, Any]) -> list[tuple[int, np.ndarray, np.ndarra
     return maps
 
 
+def head_maximum(probs: np.ndarray, allowed: np.ndarray) -> float:
+    """The per-head colour scale's top: the largest weight in rows with more than one allowed key (a causal
+    head's first row is always 1 and would wash out the rest)."""
+    rows = allowed.sum(-1) > 1  # (n,)
+    top = float(probs[rows].max()) if rows.any() else float(probs.max())
+    return top if top > 0 else 1.0
+
+
+def token_label(token: dict[str, Any]) -> str:
+    """A token's label: its surface text, ␣ for whitespace, the vocabulary string for special tokens."""
+    if token["text"].strip():
+        return token["text"]
+    return token["token"] if token["special"] else "␣"
+
+
 def draw_grid(payload: dict[str, Any], out: str | Path, *, scale: str = "head") -> tuple[int, int]:
     """Write the grid PNG to ``out``; ``scale`` is ``head`` (each map to its own maximum) or ``absolute``
     (0–1 for all). Returns the picture's size in pixels."""
@@ -49,7 +64,7 @@ def draw_grid(payload: dict[str, Any], out: str | Path, *, scale: str = "head") 
         raise ValueError(f"scale: must be 'head' or 'absolute', got {scale!r}")
     maps = layer_maps(payload)
     heads = payload["heads"]
-    labels = [token["text"] or token["token"] for token in payload["tokens"]]
+    labels = [token_label(token) for token in payload["tokens"]]
     n = len(labels)
     size = picture_size(len(maps), len(heads))
     figure = plt.figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
@@ -72,7 +87,7 @@ def draw_grid(payload: dict[str, Any], out: str | Path, *, scale: str = "head") 
                 (left, bottom, (CELL_INCHES - 0.25) / width, (CELL_INCHES - 0.35) / height)
             )
             shown = np.ma.masked_array(probs[column], mask=~allowed[column])
-            top = 1.0 if scale == "absolute" else max(float(probs[column].max()), 1e-6)
+            top = 1.0 if scale == "absolute" else head_maximum(probs[column], allowed[column])
             axes.imshow(shown, cmap=colours, vmin=0.0, vmax=top, interpolation="nearest", aspect="auto")
             axes.set_title(f"L{layer} H{head}", fontsize=8, pad=2)
             _ticks(axes, labels if n <= LABELLED_TOKENS else None, row == len(maps) - 1, column == 0)

@@ -162,13 +162,34 @@ function paint(canvas, map, options = {}) {
   canvas.height = n;
   const context = canvas.getContext("2d");
   const image = context.createImageData(n, n);
-  const top = options.absolute ? 1 : Math.max(1e-6, values.reduce((a, b) => Math.max(a, b), 0));
+  const top = options.absolute ? 1 : headMaximum(map);
   const showLayout = options.layout ?? true;
   for (let i = 0; i < n * n; i++) {
     const rgb = showLayout && mask && !mask[i] ? FORBIDDEN : colour(values[i] / top);
     image.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * i);
   }
   context.putImageData(image, 0, 0);
+}
+
+// The per-head scale ignores rows with a single allowed key (a causal model's first row is always 1).
+function headMaximum(map) {
+  const { n, values, mask } = map;
+  let top = 0;
+  for (let q = 0; q < n; q++) {
+    let keys = 0, best = 0;
+    for (let k = 0; k < n; k++) {
+      const i = q * n + k;
+      if (!mask || mask[i]) keys++;
+      if (values[i] > best) best = values[i];
+    }
+    if (keys > 1 && best > top) top = best;
+  }
+  return top > 0 ? top : 1;
+}
+
+function label(token) {
+  if (token.text && token.text.trim()) return token.text;
+  return token.special ? token.token : "␣";
 }
 
 function drawGrid() {
@@ -178,18 +199,18 @@ function drawGrid() {
   grid.style.gridTemplateColumns = `1.2rem repeat(${payload.heads.length}, auto)`;
   grid.append(document.createElement("span"));
   for (const head of payload.heads) {
-    const label = document.createElement("span");
-    label.className = "head-label";
-    label.textContent = `head ${head}`;
-    grid.append(label);
+    const heading = document.createElement("span");
+    heading.className = "head-label";
+    heading.textContent = `head ${head}`;
+    grid.append(heading);
   }
   const absolute = $("scale").value === "absolute";
   const layout = $("show-layout").checked;
   for (const layer of payload.layers) {
-    const label = document.createElement("span");
-    label.className = "row-label";
-    label.textContent = `layer ${layer}`;
-    grid.append(label);
+    const heading = document.createElement("span");
+    heading.className = "row-label";
+    heading.textContent = `layer ${layer}`;
+    grid.append(heading);
     for (const map of state.maps.filter((m) => m.layer === layer)) {
       const canvas = document.createElement("canvas");
       canvas.className = "thumb";
@@ -259,14 +280,14 @@ function drawDetail() {
     context.font = `${Math.min(12, cell)}px system-ui, "DejaVu Sans", sans-serif`;
     context.textBaseline = "middle";
     tokens.forEach((token, i) => {
-      const label = clip(token.text || token.token);
+      const name = clip(label(token));
       context.textAlign = "right";
-      context.fillText(label, MARGIN - 4, MARGIN + (i + 0.5) * cell);
+      context.fillText(name, MARGIN - 4, MARGIN + (i + 0.5) * cell);
       context.save();
       context.translate(MARGIN + (i + 0.5) * cell, MARGIN - 4);
       context.rotate(-Math.PI / 2);
       context.textAlign = "left";
-      context.fillText(label, 0, 0);
+      context.fillText(name, 0, 0);
       context.restore();
     });
   }
@@ -295,7 +316,7 @@ function hover(event) {
   const tokens = state.payload.tokens;
   const i = q * map.n + k;
   const note = map.mask[i] ? map.values[i].toFixed(3) : "0 (outside the layout)";
-  tip.textContent = `«${tokens[q].text || tokens[q].token}» → «${tokens[k].text || tokens[k].token}»: ${note}`;
+  tip.textContent = `«${label(tokens[q])}» → «${label(tokens[k])}»: ${note}`;
   tip.style.left = `${event.clientX - rect.left + 12}px`;
   tip.style.top = `${event.clientY - rect.top + 12}px`;
   tip.hidden = false;
@@ -336,7 +357,7 @@ function drawArcs() {
       text.setAttribute("y", i * row + 18);
       text.setAttribute("text-anchor", side === "query" ? "end" : "start");
       if (token.special) text.setAttribute("class", "special");
-      text.textContent = clip(token.text || token.token);
+      text.textContent = clip(label(token));
       text.addEventListener("mouseenter", () => focusArcs(side, i));
       text.addEventListener("mouseleave", () => svg.classList.remove("focused"));
       svg.append(text);
@@ -365,7 +386,7 @@ function strip(container, weights, chosen, onClick) {
   container.replaceChildren();
   tokens.forEach((token, i) => {
     const span = document.createElement("span");
-    span.textContent = token.text || token.token;
+    span.textContent = label(token);
     span.title = `${i}: ${weights[i].toFixed(4)}`;
     span.style.background = `rgba(47, 111, 219, ${(weights[i] / top).toFixed(3)})`;
     if (weights[i] / top > 0.6) span.style.color = "white";
@@ -381,7 +402,7 @@ function drawAttribution() {
   const n = payload.n_tokens;
   const rolled = decodeValues(payload.rollout.matrix);
   const row = state.rolloutRow;
-  $("rollout-row").textContent = `— what reaches «${payload.tokens[row].text || payload.tokens[row].token}» (position ${row})`;
+  $("rollout-row").textContent = `— what reaches «${label(payload.tokens[row])}» (position ${row})`;
   strip($("rollout"), Array.from(rolled.subarray(row * n, (row + 1) * n)), row, (i) => { state.rolloutRow = i; drawAttribution(); });
   const gradient = payload.gradient;
   const maps = $("gradient-maps");
