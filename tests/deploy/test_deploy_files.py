@@ -21,7 +21,6 @@ from deploy_helpers import (
     ROOT,
     SERVICE_VARIABLES,
     alert_expressions,
-    compose_config,
     dashboard_expressions,
     dockerfile_env,
     dockerfile_instructions,
@@ -88,8 +87,7 @@ def test_env_example_documents_every_compose_variable_with_its_default():
             example[key] = value
     assert example == compose_defaults
     # and using the example as .env changes nothing: its values are the defaults
-    resolved = compose_config(example).stdout
-    assert resolved == compose_config().stdout
+    assert resolved_compose(example) == resolved_compose()
 
 
 def test_compose_mounts_files_that_exist():

@@ -9,10 +9,12 @@ checkpoints), in its own process group; its HEALTHCHECK command is run as is. Pr
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -64,12 +66,11 @@ def container(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory):
         )
     started = Container(process, env, log)
     try:
-        # Docker's view: the container is healthy once its HEALTHCHECK command exits 0.
         wait_for(
-            lambda: process.poll() is not None or started.probe().returncode == 0,
+            lambda: process.poll() is not None or http_get(started.url + "/health", timeout=2)[0] == 200,
             120,
-            "the HEALTHCHECK never passed",
-            every=0.5,
+            "/health never answered 200",
+            every=0.25,
         )
         assert process.poll() is None, log.read_text(errors="replace")[-4000:]
         yield started
@@ -115,7 +116,30 @@ def test_healthcheck_probe_passes_against_the_service_and_fails_without_one(cont
     assert container.probe().returncode == 0
     nothing = container.env | {"ATENCION_PORT": str(free_port())}
     failed = subprocess.run(healthcheck_probe(), env=nothing, capture_output=True, text=True, timeout=10)
-    assert failed.returncode != 0 and "Connection refused" in failed.stderr
+    assert failed.returncode == 1 and "urlopen error" in failed.stderr
+
+
+def test_healthcheck_probe_fails_while_the_service_is_loading():
+    """/health answers 503 until every worker has loaded: the probe must report unhealthy, not crash or pass."""
+
+    class Loading(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Loading) as stub:
+        thread = threading.Thread(target=stub.serve_forever, daemon=True)
+        thread.start()
+        try:
+            env = {"PATH": os.environ["PATH"], "ATENCION_PORT": str(stub.server_address[1])}
+            result = subprocess.run(healthcheck_probe(), env=env, capture_output=True, text=True, timeout=10)
+        finally:
+            stub.shutdown()
+            thread.join(5)
+    assert result.returncode == 1 and "HTTP Error 503" in result.stderr
 
 
 def test_every_metric_the_dashboard_queries_is_exported(container):
