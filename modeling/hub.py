@@ -44,6 +44,7 @@ CHECKPOINT_FILES = (
     "training.json",
     "evaluation.json",
     "samples.json",
+    "SHA256SUMS",
 )
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 UNREACHABLE_HINT = "; HF_HUB_OFFLINE=1 uses what the cache already holds"

@@ -17,6 +17,7 @@ Fields read, all optional:
 from __future__ import annotations
 
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,15 @@ from modeling.config import ModelConfig, load_config
 
 DEFAULT_LICENSE = "apache-2.0"
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # a safetensors header larger than this is not a checkpoint of ours
+# evaluation names → (model-index metric type, readable name); counts such as "tokens" are not metrics.
+METRICS = {
+    "loss": ("loss", "cross-entropy loss (nats/token)"),
+    "perplexity": ("perplexity", "perplexity"),
+    "pseudo_perplexity": ("perplexity", "pseudo-perplexity"),
+    "top1": ("accuracy", "top-1 accuracy (masked tokens)"),
+    "top5": ("accuracy", "top-5 accuracy (masked tokens)"),
+}
+COUNTS = ("tokens", "masked", "count", "documents")
 PIPELINE_TAGS = {"encoder": "fill-mask", "decoder": "text-generation"}
 OBJECTIVES = {"encoder": "masked-LM encoder", "decoder": "causal-LM decoder"}
 
@@ -99,18 +109,20 @@ def _metadata(config: ModelConfig, training: dict, evaluation: dict | None, name
     if evaluation and isinstance(evaluation.get("metrics"), dict):
         dataset = str(evaluation.get("corpus") or training.get("corpus") or "validation split")
         for metric, value in evaluation["metrics"].items():
-            if isinstance(value, int | float):
-                results.append(
-                    EvalResult(
-                        task_type=PIPELINE_TAGS[config.kind],
-                        dataset_type="text",
-                        dataset_name=dataset,
-                        dataset_split=str(evaluation.get("split") or "validation"),
-                        metric_type=metric,
-                        metric_name=metric.replace("_", " "),
-                        metric_value=value,
-                    )
+            if metric in COUNTS or not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            kind, readable = METRICS.get(metric, (metric, metric.replace("_", " ")))
+            results.append(
+                EvalResult(
+                    task_type=PIPELINE_TAGS[config.kind],
+                    dataset_type="text",
+                    dataset_name=dataset,
+                    dataset_split=str(evaluation.get("split") or "validation"),
+                    metric_type=kind,
+                    metric_name=readable,
+                    metric_value=value,
                 )
+            )
     datasets = training.get("datasets")
     return ModelCardData(
         language="es",
@@ -119,7 +131,7 @@ def _metadata(config: ModelConfig, training: dict, evaluation: dict | None, name
         pipeline_tag=PIPELINE_TAGS[config.kind],
         tags=["atencion", config.kind, f"attention-{config.attention.pattern}", "spanish", "from-scratch"],
         datasets=list(datasets) if isinstance(datasets, list) and datasets else None,
-        model_name=name,
+        model_name=name if results else None,
         eval_results=results or None,
     )
 
@@ -141,32 +153,41 @@ def _architecture(config: ModelConfig, parameters: int | None, tokenizer: str) -
     return ["## Architecture", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
 
 
+def _duration(seconds: Any) -> str | None:
+    if not isinstance(seconds, int | float):
+        return None
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def _training(training: dict) -> list[str]:
     lines = ["## Training data", ""]
+    corpus = training.get("corpus")
+    # Only the folder's name: an absolute path says where the trainer's files were, not what they were.
+    lines.append(f"Corpus: {Path(str(corpus)).name or corpus if corpus else 'not recorded'}.")
     split = training.get("split") if isinstance(training.get("split"), dict) else {}
-    lines.append(f"Corpus: {training.get('corpus') or 'not recorded'}.")
     if split:
         train, valid = list(split.get("train") or []), list(split.get("validation") or [])
         shown = ", ".join(f"`{n}`" for n in valid[:10]) + (" …" if len(valid) > 10 else "")
         lines.append(
-            f"Split by document: {len(train)} training and {len(valid)} validation documents"
-            + (f" (validation: {shown})." if valid else ".")
+            f"Split by document (no validation text is trained on): {len(train)} training and "
+            f"{len(valid)} validation documents" + (f"; validation: {shown}." if valid else ".")
         )
-    recipe = training.get("recipe")
-    recipe_text = (
-        recipe if isinstance(recipe, str) else json.dumps(recipe, ensure_ascii=False) if recipe else None
+    data = training.get("data") if isinstance(training.get("data"), dict) else {}
+    steps = training.get("step", training.get("steps"))
+    validation = training.get("validation") if isinstance(training.get("validation"), dict) else {}
+    last = ", ".join(
+        f"{METRICS.get(k, (k, k))[1]} {_number(v)}" for k, v in validation.items() if k not in COUNTS
     )
     rows = [
-        ("recipe", recipe_text),
+        ("training / validation tokens", _pair(data.get("train_tokens"), data.get("validation_tokens"))),
         ("tokens seen", training.get("tokens_seen")),
-        ("optimizer steps", training.get("steps")),
-        (
-            "wall time",
-            f"{training['wall_time_s'] / 60:.1f} min"
-            if isinstance(training.get("wall_time_s"), int | float)
-            else None,
-        ),
+        ("optimizer steps", _pair(steps, training.get("total_steps"), " of ")),
+        ("wall time", _duration(training.get("wall_time_s"))),
         ("hardware", training.get("hardware")),
+        ("precision", training.get("precision")),
+        ("last validation during training", last or None),
     ]
     lines += ["", "## Training", ""]
     if any(value is not None for _, value in rows):
@@ -176,7 +197,17 @@ def _training(training: dict) -> list[str]:
         lines.append("Not recorded (no training.json).")
     if training.get("command"):
         lines += ["", "Reproduce:", "", "```", str(training["command"]), "```"]
+    recipe = training.get("recipe")
+    if recipe:
+        text = recipe if isinstance(recipe, str) else json.dumps(recipe, indent=2, ensure_ascii=False)
+        lines += ["", "<details><summary>Recipe</summary>", "", "```json", text, "```", "", "</details>"]
     return lines + [""]
+
+
+def _pair(first: Any, second: Any, joint: str = " / ") -> str | None:
+    if first is None and second is None:
+        return None
+    return joint.join(_number(x) if x is not None else "?" for x in (first, second))
 
 
 def _evaluation(evaluation: dict | None) -> list[str]:
@@ -190,10 +221,19 @@ def _evaluation(evaluation: dict | None) -> list[str]:
     lines += [f"On {corpus}, next to {baseline_name} over the same tokenizer:", ""]
     lines += [f"| metric | this model | {baseline_name} |", "|---|---|---|"]
     for name, value in metrics.items():
+        if name in COUNTS:
+            continue
         reference = baseline.get(name)
-        lines.append(
-            f"| {name.replace('_', ' ')} | {_number(value)} | {_number(reference) if reference is not None else '—'} |"
-        )
+        readable = METRICS.get(name, (name, name.replace("_", " ")))[1]
+        shown = _number(reference) if reference is not None else "—"
+        lines.append(f"| {readable} | {_number(value)} | {shown} |")
+    counted = [
+        f"{_number(metrics[c])} {'masked tokens' if c == 'masked' else c}"
+        for c in COUNTS
+        if isinstance(metrics.get(c), int | float)
+    ]
+    if counted:
+        lines += ["", f"Evaluated on {', '.join(counted)}."]
     return lines + [""]
 
 

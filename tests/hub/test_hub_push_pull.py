@@ -151,3 +151,20 @@ def test_push_uploads_only_checkpoint_files(atencion, hub, checkpoint, tmp_path)
     path, _ = pull(atencion, "org/clean")
     assert "Not evaluated." in (path / "README.md").read_text(encoding="utf-8")
     shutil.rmtree(checkpoint / "state")
+
+
+def test_a_real_tiny_checkpoint_loads_after_the_round_trip(atencion, tiny_checkpoints):
+    import torch
+
+    from modeling.checkpoint import load_checkpoint
+
+    source = tiny_checkpoints / "encoder-sparse"
+    commit = push(atencion, source, "org/real")
+    path, pulled = pull(atencion, f"org/real@{commit}")
+    assert pulled == commit
+    original, loaded = load_checkpoint(source), load_checkpoint(path)
+    assert loaded.config == original.config
+    for (name, a), (_, b) in zip(
+        original.model.state_dict().items(), loaded.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
