@@ -90,6 +90,23 @@ def test_tokens_carry_surface_text_and_offsets(loaded):
     assert flags["¿"] and flags["?"] and flags["."] and not flags["niña"]
     assert payload["tokens"][0]["special"] and payload["tokens"][0]["token"] == "[CLS]"
     assert payload["kind"] == "encoder" and payload["n_layers"] == 2 and payload["n_heads"] == 2
+    assert {block["encoding"] for block in payload["attentions"]} == {"dense-u8"}  # nothing to skip
+
+
+@pytest.mark.parametrize("name", ["encoder-dense", "decoder-sparse"])
+def test_rollout_rows_are_distributions(loaded, name):
+    checkpoint = loaded[name]
+    checkpoint.model.train()
+    payload = analyse(checkpoint.model, checkpoint.tokenizer, TEXT, gradient=False)
+    assert checkpoint.model.training, "analyse must leave the model's mode as it found it"
+    checkpoint.model.eval()
+    rolled = decode(payload["rollout"]["matrix"])
+    n = payload["n_tokens"]
+    # each of n entries is off by at most half a quantisation step
+    assert np.abs(rolled.sum(-1) - 1).max() <= n * QUANTISATION_ERROR
+    assert payload["rollout"]["row"] == (0 if name.startswith("encoder") else n - 1)
+    if name.startswith("decoder"):
+        assert np.triu(rolled, 1).max() == 0  # causal layers compose to a causal rollout
 
 
 @pytest.mark.parametrize("name", NAMES)
