@@ -29,12 +29,13 @@ WORKDIR /app
 # (2.13.0+cpu satisfies torch==2.13.0) and never pulls the multi-GB CUDA wheel from PyPI into a CPU image.
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
-COPY pyproject.toml README.md ./
-COPY atencion/ atencion/
-COPY modeling/ modeling/
-COPY training/ training/
-COPY service/ service/
-RUN pip install . && rm -rf build *.egg-info
+# The project itself, installed into site-packages; the sources are not kept in the image.
+COPY pyproject.toml README.md /tmp/src/
+COPY atencion/ /tmp/src/atencion/
+COPY modeling/ /tmp/src/modeling/
+COPY training/ /tmp/src/training/
+COPY service/ /tmp/src/service/
+RUN pip install /tmp/src && rm -rf /tmp/src
 
 # The shipped models (config.json, model.safetensors, tokenizer.json each); served offline by default.
 COPY checkpoints/ checkpoints/

@@ -258,3 +258,16 @@ def test_docs_document_every_setting_and_their_yaml_parses():
     image_uid = int(re.search(r"useradd .*--uid (\d+)", DOCKERFILE.read_text()).group(1))
     assert spec["securityContext"]["runAsUser"] == image_uid
     assert {e["name"] for e in container["env"]} <= set(SERVICE_VARIABLES)
+
+
+def test_dockerfile_copies_the_whole_installable_project():
+    """Every package pyproject.toml installs is copied into the build, and every copied path exists."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    top_level = {name.split(".")[0] for name in project["tool"]["setuptools"]["packages"]}
+    copies = [a.split() for k, a in dockerfile_instructions() if k == "COPY"]
+    sources = {source.rstrip("/") for *sources, _ in copies for source in sources}
+    assert top_level | {"pyproject.toml", project["project"]["readme"]} <= sources
+    for source in sources - {"checkpoints"}:  # checkpoints/ is filled by the training engineers' release
+        assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from deploy_helpers import (
     PROMETHEUS_SYNTHETIC,
+    alert_expressions,
     container_command,
     container_environment,
     dashboard_expressions,
@@ -184,3 +185,12 @@ def test_prometheus_scrapes_the_service_and_answers_every_dashboard_query(contai
             if not prometheus.query(grafana_to_promql(expression)):
                 empty.append(expression)
         assert not empty, f"dashboard queries with no data after traffic: {empty}"
+
+        # the shipped alerting rules loaded and evaluate without error against the live series; none fires
+        rules = wait_for(
+            lambda: [r for r in prometheus.rules() if r.get("lastEvaluation", "").startswith("20")],
+            10,
+            "rules never evaluated",
+        )
+        assert len(rules) == len(alert_expressions())
+        assert all(r["health"] == "ok" and r["state"] == "inactive" for r in rules), rules
