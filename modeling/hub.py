@@ -35,6 +35,8 @@ from huggingface_hub.errors import (
     RevisionResolutionError,
 )
 
+from modeling.config import ConfigError, load_config
+
 # The only files a checkpoint repository is read from (and pushed to): data, never code or pickles.
 CHECKPOINT_FILES = (
     "config.json",
@@ -48,6 +50,7 @@ CHECKPOINT_FILES = (
 )
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 UNREACHABLE_HINT = "; HF_HUB_OFFLINE=1 uses what the cache already holds"
+MAX_FILE_BYTES = 4 * 1024**3  # a small model's weights are far below this; a hostile repo's may not be
 PROBE_TIMEOUT_S = 10.0  # one request decides whether the Hub answers, before any retrying download
 # What a Hub call may raise that describe_error turns into one line.
 HUB_ERRORS = (
@@ -181,13 +184,16 @@ def pull_model(
     api = HfApi(endpoint=endpoint)
     try:
         commit = _resolve_commit(api, repo_id, revision, cache, offline)
+        cached = offline or _snapshot_is_complete(repo_id, commit, cache)
+        if not cached:
+            _check_listing(api, repo_id, commit)
         path = snapshot_download(
             repo_id,
             revision=commit,
             cache_dir=cache,
             endpoint=endpoint,
             allow_patterns=list(CHECKPOINT_FILES),
-            local_files_only=offline or _snapshot_is_complete(repo_id, commit, cache),
+            local_files_only=cached,
         )
     except HUB_ERRORS as error:
         raise HubError(describe_error(error, repo_id, revision, endpoint)) from error
@@ -196,6 +202,10 @@ def pull_model(
     if missing:
         raise HubError(f"{repo_id}@{commit} is not an atencion checkpoint: missing {', '.join(missing)}")
     sha256 = verify_snapshot(repo_id, commit, snapshot, cache)
+    try:
+        load_config(snapshot / "config.json")  # strict: unknown keys (auto_map, …) and bad ranges are refused
+    except ConfigError as error:
+        raise HubError(f"{repo_id}@{commit}: config.json is refused: {error}") from error
     return ResolvedModel(path=snapshot, repo_id=repo_id, revision=revision, commit=commit, sha256=sha256)
 
 
@@ -231,6 +241,27 @@ def _resolve_commit(api: HfApi, repo_id: str, revision: str | None, cache: Path,
         temporary.write_text(info.sha)
         temporary.replace(ref)
     return info.sha
+
+
+def max_file_bytes() -> int:
+    """Largest file a pull downloads: ``ATENCION_HUB_MAX_BYTES``, default ``MAX_FILE_BYTES``."""
+    value = os.environ.get("ATENCION_HUB_MAX_BYTES", "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_FILE_BYTES
+
+
+def _check_listing(api: HfApi, repo_id: str, commit: str) -> None:
+    """Before downloading anything: the commit must hold a checkpoint, and no file of it may be oversized."""
+    sizes = {entry.path: getattr(entry, "size", 0) for entry in api.list_repo_tree(repo_id, revision=commit)}
+    missing = [name for name in REQUIRED_FILES if name not in sizes]
+    if missing:
+        raise HubError(f"{repo_id}@{commit} is not an atencion checkpoint: missing {', '.join(missing)}")
+    limit = max_file_bytes()
+    for name in CHECKPOINT_FILES:
+        if (sizes.get(name) or 0) > limit:
+            raise HubError(
+                f"{repo_id}@{commit}: {name} is {sizes[name]:,} bytes, above the {limit:,}-byte limit "
+                "(ATENCION_HUB_MAX_BYTES)"
+            )
 
 
 def _snapshot_is_complete(repo_id: str, commit: str, cache: Path) -> bool:
