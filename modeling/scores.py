@@ -28,7 +28,7 @@ class ScaledDotProduct(nn.Module):
         self.scale = 1.0 / math.sqrt(d_head)
 
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
-        return (q @ k.transpose(-2, -1)) * self.scale  # (..., T, S)
+        return (q * self.scale) @ k.transpose(-2, -1)  # (..., T, S); scaling q is cheaper than the scores
 
 
 class General(nn.Module):

@@ -28,9 +28,10 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, row_ok: Tensor | None = 
 
     Masked scores become the dtype's lowest finite value, so exp underflows to an exact 0 and a fully masked
     row stays finite (no NaN); ``row_ok`` (…, 1) then zeroes rows that have no allowed key at all.
+    ``scores`` is overwritten in place (it is a fresh matmul output; autograd does not need it).
     """
     if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1)
     return probs if row_ok is None else probs * row_ok
 

@@ -84,7 +84,7 @@ def test_rope_rejects_odd_width_and_wrong_positions() -> None:
 
 
 def test_relative_terms_follow_shaw() -> None:
-    rel = RelativePositions(4, max_distance=2).double()
+    rel = RelativePositions(4, max_distance=2).double().requires_grad_(False)
     q = torch.randn(3, 5, 4, dtype=torch.float64)  # (H, T, D)
     probs = torch.softmax(torch.randn(3, 5, 6, dtype=torch.float64), -1)  # (H, T, S)
     q_pos, k_pos = torch.arange(5) + 1, torch.arange(6)
