@@ -98,6 +98,8 @@ def push_checkpoint(
         raise HubError(f"{repo_id!r} is not a repository id of the form ORG/NAME")
     if revision is not None and (not _BRANCH.fullmatch(revision) or ".." in revision):
         raise HubError(f"{revision!r} is not a valid branch name")
+    if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise HubError(f"{revision!r} is a commit sha: push commits to a branch, name one with --revision")
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     token = token or os.environ.get("HF_TOKEN") or None
     api = HfApi(endpoint=endpoint, token=token)

@@ -21,13 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from modeling.hub import HubError, parse_reference, resolve_model
+    from modeling.hub import HubError, parse_reference, pull_model
 
     try:
-        parse_reference(args.reference)  # pull always means the Hub, even if a directory has that name
-        model = resolve_model(
-            args.reference, cache_dir=args.cache_dir, offline=True if args.offline else None
-        )
+        repo_id, revision = parse_reference(args.reference)  # always the Hub, even if a folder has that name
+        offline = True if args.offline else None  # None: follow HF_HUB_OFFLINE
+        model = pull_model(repo_id, revision, cache_dir=args.cache_dir, offline=offline)
     except (HubError, OSError) as error:
         print(f"atencion pull: error: {error}", file=sys.stderr)
         return 1

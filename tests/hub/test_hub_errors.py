@@ -83,6 +83,7 @@ def test_offline_without_the_files_in_the_cache(atencion, pushed):
         (("push", "/does/not/exist", "org/name"), "not a checkpoint directory"),
         (("push", "CHECKPOINT", "no-namespace"), "not a repository id of the form ORG/NAME"),
         (("push", "CHECKPOINT", "org/name", "--revision", "../up"), "not a valid branch name"),
+        (("push", "CHECKPOINT", "org/name", "--revision", "a" * 40), "is a commit sha"),
         (("push", "BROKEN", "org/name"), "n_heads"),
         (("push", "INCOMPLETE", "org/name"), "missing tokenizer.json"),
     ],
