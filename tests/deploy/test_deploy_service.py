@@ -110,7 +110,7 @@ def test_container_command_starts_the_service_with_the_compose_settings(containe
     assert info["batching"]["max_batch_size"] == int(container.env["ATENCION_MAX_BATCH_SIZE"])
     assert info["limits"]["max_new_tokens"] == int(container.env["ATENCION_MAX_NEW_TOKENS"])
     assert info["limits"]["max_payload_bytes"] == int(container.env["ATENCION_MAX_PAYLOAD_BYTES"])
-    assert info["device"]["accelerator"] == "cpu"  # auto on a machine without a GPU
+    assert info["workers_per_device"] == int(container.env["ATENCION_WORKERS_PER_DEVICE"])
 
 
 def test_healthcheck_probe_passes_against_the_service_and_fails_without_one(container):
