@@ -46,6 +46,7 @@ function colour(t) {
   const f = x - i;
   return VIRIDIS[i].map((c, k) => Math.round(c + f * (VIRIDIS[i + 1][k] - c)));
 }
+const PALETTE = Array.from({ length: 256 }, (_, i) => colour(i / 255)); // one lookup per cell, not a blend
 
 // ---- requests ------------------------------------------------------------------------------------------------
 function headers() {
@@ -164,9 +165,13 @@ function paint(canvas, map, options = {}) {
   const image = context.createImageData(n, n);
   const top = options.absolute ? 1 : headMaximum(map);
   const showLayout = options.layout ?? true;
+  const pixels = image.data;
   for (let i = 0; i < n * n; i++) {
-    const rgb = showLayout && mask && !mask[i] ? FORBIDDEN : colour(values[i] / top);
-    image.data.set([rgb[0], rgb[1], rgb[2], 255], 4 * i);
+    const rgb = showLayout && mask && !mask[i] ? FORBIDDEN : PALETTE[Math.min(255, Math.round((values[i] / top) * 255))];
+    pixels[4 * i] = rgb[0];
+    pixels[4 * i + 1] = rgb[1];
+    pixels[4 * i + 2] = rgb[2];
+    pixels[4 * i + 3] = 255;
   }
   context.putImageData(image, 0, 0);
 }

@@ -130,3 +130,18 @@ def test_encoder_spanish_tokens_statistics_and_scale_switch(browser, server, tmp
     assert (detail.get_attribute("data-layer"), detail.get_attribute("data-head")) == ("1", "1")
     _save_screenshot(browser, tmp_path, "viewer-encoder-dense.png")
     assert not _severe(browser)
+
+
+def test_bad_input_is_shown_as_a_clear_message(browser, server):
+    driver = browser
+    driver.get(server.url + "/ui/")
+    body = driver.find_element(By.TAG_NAME, "body")
+    WebDriverWait(driver, 30).until(lambda d: body.get_attribute("data-models"))
+    driver.find_element(By.ID, "layers").send_keys("7")
+    driver.find_element(By.ID, "run").click()
+    WebDriverWait(driver, 60).until(lambda d: body.get_attribute("data-ready"))
+    assert body.get_attribute("data-ready") == "error"
+    status = driver.find_element(By.ID, "status")
+    assert "422" in status.text and "layers" in status.text and "error" in status.get_attribute("class")
+    # the only console error is the browser's own note about the 422 response
+    assert all("422" in entry["message"] for entry in _severe(driver))
