@@ -60,15 +60,15 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-class Rope(nn.Module):
+class Rope:
     """Rotary position embedding (Su et al. 2021): rotate each (i, i + D/2) pair of q and k by angle p·θ^(−2i/D).
 
     Then q_m·k_n depends on m − n only. The rotate_half pairing and the float32 angle computation are those of
     Llama, so the same weights give the same numbers. Angles are computed in float64 for float64 inputs.
+    A plain object, not an ``nn.Module``: it has no weights, and its ``apply`` would shadow ``Module.apply``.
     """
 
     def __init__(self, d_head: int, theta: float = 10000.0) -> None:
-        super().__init__()
         if d_head % 2:
             raise ValueError(f"Rope needs an even head width, got {d_head}")
         self.d_head, self.theta = d_head, theta
@@ -91,8 +91,8 @@ class Rope(nn.Module):
         cos, sin = self.angles(positions, x.dtype)
         return x * cos + rotate_half(x) * sin
 
-    def extra_repr(self) -> str:
-        return f"d_head={self.d_head}, theta={self.theta}"
+    def __repr__(self) -> str:
+        return f"Rope(d_head={self.d_head}, theta={self.theta})"
 
 
 class RelativePositions(nn.Module):

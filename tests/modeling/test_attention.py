@@ -243,3 +243,10 @@ def test_scaled_scores_keep_gradients_alive() -> None:
     scaled = torch.softmax(q @ k.T / math.sqrt(256), -1).amax(-1)
     raw = torch.softmax(q @ k.T, -1).amax(-1)
     assert (raw > 0.99).float().mean() > 0.3 > (scaled > 0.99).float().mean()
+
+
+def test_module_apply_works_with_rope() -> None:
+    mha, _ = _mha("decoder", "rope")
+    seen = []
+    mha.apply(seen.append)  # Rope.apply must not shadow nn.Module.apply
+    assert mha in seen and mha.qkv in seen
