@@ -12,20 +12,21 @@
 
 from __future__ import annotations
 
-import contextlib
+import json
 import math
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.data import mask_tokens, shift
+from modeling.checkpoint import load_checkpoint
+from training.data import DataError, mask_tokens, pack_decoder, pack_encoder, read_corpus, shift, token_stream
 from training.ngram import KneserNeyTrigram
 from training.objectives import hidden_of
-
-Autocast = Callable[[], contextlib.AbstractContextManager]
+from training.precision import Autocast, autocast_for
+from training.tokenizer import all_special_ids
 
 
 def _batches(rows: Tensor, batch_size: int):
@@ -167,3 +168,117 @@ def ngram_fill_accuracy(
         correct += int((guess == masked.labels[where[part, 0], where[part, 1]]).sum())
     count = where.shape[0]
     return {"top1": correct / count if count else float("nan"), "masked": count}
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    corpus: str | Path,
+    *,
+    max_sequences: int = 128,
+    batch_size: int = 8,
+    pppl_tokens: int = 512,
+    ngram_positions: int = 2000,
+    seed: int = 0,
+    precision: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on a corpus folder; the dictionary ``--save`` writes as evaluation.json.
+
+    On the training corpus (every document of its recorded split present) only the validation documents
+    are scored; on any other folder, every document. The n-gram is trained on the recorded training
+    documents, read from the corpus being evaluated or, failing that, from the training run's corpus.
+    """
+    path, corpus = Path(path), Path(corpus)
+    ckpt = load_checkpoint(path)
+    model, config, tokenizer = ckpt.model, ckpt.config, ckpt.tokenizer
+    info_path = path / "training.json"
+    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    split = info.get("split", {})
+    documents = read_corpus(corpus)
+    recorded = set(split.get("train", [])) | set(split.get("validation", []))
+    on_training_corpus = bool(recorded) and recorded <= set(documents)
+    names = sorted(split["validation"]) if on_training_corpus else sorted(documents)
+    seq_len = info.get("recipe", {}).get("data", {}).get("seq_len", config.max_len)
+    seq_len = min(seq_len, config.max_len)
+    stream = token_stream(tokenizer, [documents[n] for n in names])
+    vocab = tokenizer.get_vocab()
+    specials = all_special_ids(tokenizer)
+    autocast, used = autocast_for(precision, torch.device("cpu"))
+    if config.kind == "encoder":
+        rows = pack_encoder(stream, seq_len, vocab["[CLS]"], vocab["[SEP]"])[:max_sequences]  # (R, L)
+        metrics = encoder_metrics(
+            model, rows, batch_size=batch_size, specials=specials, seed=seed, autocast=autocast
+        )
+        metrics |= pseudo_perplexity(
+            model,
+            rows,
+            specials=specials,
+            max_tokens=pppl_tokens,
+            batch_size=batch_size * 8,
+            autocast=autocast,
+        ) | {
+            "pseudo_perplexity_tokens": min(
+                pppl_tokens, int((~torch.isin(rows, torch.tensor(specials))).sum())
+            )
+        }
+        metrics.pop("tokens", None)
+    else:
+        rows = pack_decoder(stream, seq_len)[:max_sequences]  # (R, L + 1)
+        metrics = decoder_metrics(model, rows, batch_size=batch_size, autocast=autocast)
+    baseline = _baseline(
+        config, tokenizer, rows, split, corpus, documents, info, specials, seed, ngram_positions
+    )
+    return {
+        "kind": config.kind,
+        "checkpoint": str(path),
+        "corpus": str(corpus),
+        "documents": names,
+        "held_out": on_training_corpus,
+        "sequences": int(rows.shape[0]),
+        "seq_len": int(seq_len),
+        "precision": used,
+        "metrics": metrics,
+        "baseline": baseline,
+    }
+
+
+def _baseline(config, tokenizer, rows, split, corpus, documents, info, specials, seed, positions) -> dict:
+    """The Kneser-Ney trigram on the recorded training documents, scored like the model (or why not)."""
+    train_names = split.get("train", [])
+    source = documents
+    if train_names and not set(train_names) <= set(documents) and info.get("corpus"):
+        try:
+            source = read_corpus(info["corpus"])
+        except DataError:
+            source = {}
+    if not train_names or not set(train_names) <= set(source):
+        return {
+            "name": "interpolated Kneser-Ney trigram",
+            "skipped": "the training documents are not available",
+        }
+    lm = KneserNeyTrigram(
+        token_stream(tokenizer, [source[n] for n in train_names]), tokenizer.get_vocab_size()
+    )
+    result: dict[str, Any] = {
+        "name": "interpolated Kneser-Ney trigram",
+        "trained_on": f"{len(train_names)} training documents",
+    }
+    vocab = tokenizer.get_vocab()
+    if config.kind == "encoder":
+        masked = eval_masking(
+            rows, mask_id=config.mask_token_id, vocab_size=config.vocab_size, specials=specials, seed=seed
+        )
+        result |= ngram_fill_accuracy(
+            lm, masked, specials=specials, max_positions=positions, edge_ids=(vocab["[CLS]"], vocab["[SEP]"])
+        )
+    else:
+        result |= ngram_perplexity(lm, rows, boundary=vocab["</s>"])
+    return result
+
+
+def save_evaluation(path: str | Path, result: dict[str, Any]) -> Path:
+    """Write ``evaluation.json`` into the checkpoint directory (temporary file, then rename)."""
+    target = Path(path) / "evaluation.json"
+    temporary = target.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.replace(target)
+    return target

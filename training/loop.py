@@ -31,6 +31,7 @@ from training import ddp
 from training.data import epoch_order, mask_tokens, pack_decoder, pack_encoder, prepare_corpus, shard, shift
 from training.evaluate import decoder_metrics, encoder_metrics
 from training.objectives import CausalLM, MaskedLM
+from training.precision import autocast_for
 from training.recipe import Recipe
 from training.resume import load_state, prune_states, restore_optimizer, save_state
 from training.schedule import noam_scheduler
@@ -39,25 +40,6 @@ from training.tokenizer import all_special_ids, special_ids
 
 class TrainingError(RuntimeError):
     """A run that cannot start or continue; the message says what to do."""
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 matmuls in hardware: avx512_bf16 / AMX on x86 CPUs, or a bf16-capable GPU."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_for(precision: str, device: torch.device):
-    """A factory of autocast contexts for ``precision`` (auto | bf16 | fp32) and the name actually used."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
-    if not use_bf16:
-        return contextlib.nullcontext, "fp32"
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), "bf16"
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -25,7 +25,7 @@ def _lookup(keys: Tensor, values: Tensor, query: Tensor) -> Tensor:
     """values[key] for each query key, 0 where the key is absent. keys sorted ascending."""
     if keys.numel() == 0:
         return torch.zeros(query.shape, dtype=values.dtype)
-    index = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
+    index = torch.searchsorted(keys, query.contiguous()).clamp_(max=keys.numel() - 1)
     return torch.where(keys[index] == query, values[index], torch.zeros((), dtype=values.dtype))
 
 
