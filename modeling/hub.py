@@ -176,15 +176,21 @@ def pull_model(
     cache_dir: str | Path | None = None,
     offline: bool | None = None,
     endpoint: str | None = None,
+    force_download: bool = False,
 ) -> ResolvedModel:
-    """Download ``repo_id`` at ``revision`` (default main) into the cache, or find it there; verify it."""
+    """Download ``repo_id`` at ``revision`` (default main) into the cache, or find it there; verify it.
+
+    ``force_download`` fetches every file again even if cached (the way to repair a corrupted cache).
+    """
     offline = constants.is_offline_mode() if offline is None else offline
+    if offline and force_download:
+        raise HubError("a forced download needs the Hub: it cannot be combined with offline mode")
     endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else Path(constants.HF_HUB_CACHE)
     api = HfApi(endpoint=endpoint)
     try:
-        commit = _resolve_commit(api, repo_id, revision, cache, offline)
-        cached = offline or _snapshot_is_complete(repo_id, commit, cache)
+        commit = _resolve_commit(api, repo_id, revision, cache, offline, force_download)
+        cached = offline or (not force_download and _snapshot_is_complete(repo_id, commit, cache))
         if not cached:
             _check_listing(api, repo_id, commit)
         path = snapshot_download(
@@ -194,6 +200,7 @@ def pull_model(
             endpoint=endpoint,
             allow_patterns=list(CHECKPOINT_FILES),
             local_files_only=cached,
+            force_download=force_download,
         )
     except HUB_ERRORS as error:
         raise HubError(describe_error(error, repo_id, revision, endpoint)) from error
@@ -209,7 +216,9 @@ def pull_model(
     return ResolvedModel(path=snapshot, repo_id=repo_id, revision=revision, commit=commit, sha256=sha256)
 
 
-def _resolve_commit(api: HfApi, repo_id: str, revision: str | None, cache: Path, offline: bool) -> str:
+def _resolve_commit(
+    api: HfApi, repo_id: str, revision: str | None, cache: Path, offline: bool, force: bool = False
+) -> str:
     """Branch / tag / sha → commit sha, asking the Hub at most once, with a timeout.
 
     A sha whose snapshot is complete in the cache needs no request. Otherwise one ``model_info`` request
@@ -221,7 +230,7 @@ def _resolve_commit(api: HfApi, repo_id: str, revision: str | None, cache: Path,
     is_commit = revision is not None and bool(_COMMIT.fullmatch(revision))
     ref = cache / f"models--{repo_id.replace('/', '--')}" / "refs" / (revision or constants.DEFAULT_REVISION)
     cached = revision if is_commit else (ref.read_text().strip() if ref.is_file() else None)
-    if offline or (is_commit and _snapshot_is_complete(repo_id, revision, cache)):
+    if offline or (is_commit and not force and _snapshot_is_complete(repo_id, revision, cache)):
         if cached is None:
             raise LocalEntryNotFoundError(f"no cached ref {ref}")
         return cached
@@ -310,7 +319,7 @@ def verify_snapshot(repo_id: str, commit: str, snapshot: Path, cache: Path) -> d
         if actual != expected:
             raise HubError(
                 f"{repo_id}@{commit}: {name} failed verification ({kind} {actual[:12]}… ≠ Hub's {expected[:12]}…); "
-                f"delete {snapshot} from the cache and pull again"
+                "pull again with --force (force_download=True) to repair the cache"
             )
         digests[name] = digest
     return digests

@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--offline", action="store_true", help="use only the local cache (like HF_HUB_OFFLINE=1)"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="download every file again (repairs a cache that fails verification)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         repo_id, revision = parse_reference(args.reference)  # always the Hub, even if a folder has that name
         offline = True if args.offline else None  # None: follow HF_HUB_OFFLINE
-        model = pull_model(repo_id, revision, cache_dir=args.cache_dir, offline=offline)
+        model = pull_model(
+            repo_id, revision, cache_dir=args.cache_dir, offline=offline, force_download=args.force
+        )
     except (HubError, OSError) as error:
         print(f"atencion pull: error: {error}", file=sys.stderr)
         return 1

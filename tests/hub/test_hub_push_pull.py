@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hub_support import TOKEN, digests, write_checkpoint
+from huggingface_hub import HfApi
 
 from modeling.hub import HubError, resolve_model
 
@@ -51,23 +52,28 @@ def test_round_trip_keeps_every_file_and_reports_the_pushed_commit(atencion, hub
     assert hub.authorized_writes > 0  # the token from HF_TOKEN reached the server
 
 
-def test_pull_pinned_revisions_older_commit_and_branch(atencion, tmp_path):
+def test_pull_pinned_revisions_older_commit_branch_and_tag(atencion, hub, hf_home, tmp_path):
     first = push(atencion, write_checkpoint(tmp_path / "v1", seed=1), "org/m")
     second = push(atencion, write_checkpoint(tmp_path / "v2", seed=2), "org/m")
     branch = push(atencion, write_checkpoint(tmp_path / "v3", seed=3), "org/m", "--revision", "exp")
     assert len({first, second, branch}) == 3
+    HfApi(endpoint=hub.url, token=TOKEN).create_tag("org/m", tag="v1.0", revision=first)  # the real client
 
     for reference, commit, source in [
         (f"org/m@{first}", first, "v1"),
         ("org/m", second, "v2"),
         ("org/m@exp", branch, "v3"),
+        ("org/m@v1.0", first, "v1"),
     ]:
         path, pulled = pull(atencion, reference)
         assert pulled == commit, reference
         weights = digests(path)["model.safetensors"]
         assert weights == digests(tmp_path / source)["model.safetensors"], reference
 
-    # Pushing the same checkpoint again changes nothing: no new commit, the sha printed is the branch head.
+    # Each branch and tag was recorded in the cache: offline, they resolve to the same commits.
+    for revision, commit in (("main", second), ("exp", branch), ("v1.0", first)):
+        assert resolve_model(f"org/m@{revision}", cache_dir=hf_home / "hub", offline=True).commit == commit
+        # Pushing the same checkpoint again changes nothing: no new commit, the sha printed is the branch head.
     assert push(atencion, tmp_path / "v3", "org/m", "--revision", "exp") == branch
 
 
@@ -106,8 +112,9 @@ def test_a_tampered_cached_file_fails_verification(atencion, checkpoint, hf_home
         result = atencion("pull", f"org/t@{commit}", env=env)
         assert result.returncode == 1 and result.stdout == ""
         assert "model.safetensors failed verification" in result.stderr and "Traceback" not in result.stderr
-    tamper(path / "model.safetensors")  # flipped back
-    assert resolve_model(f"org/t@{commit}", cache_dir=hf_home / "hub", offline=True).commit == commit
+    repaired = atencion("pull", f"org/t@{commit}", "--force")  # downloads again over the bad blob
+    assert repaired.returncode == 0 and repaired.lines == [str(path), commit], repaired.stderr
+    assert digests(path) == digests(checkpoint) | {"README.md": digests(path)["README.md"]}
     tamper(path / "config.json")  # a regular file: checked against its git blob sha1
     with pytest.raises(HubError, match="config.json failed verification"):
         resolve_model(f"org/t@{commit}", cache_dir=hf_home / "hub", offline=True)
