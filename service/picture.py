@@ -19,17 +19,22 @@ import numpy as np  # noqa: E402
 from service.encoding import decode, decode_bits  # noqa: E402
 
 CELL_INCHES = 2.0  # one heatmap
-MARGIN_INCHES = (1.2, 0.5, 0.55)  # left (row labels), top (title) and bottom (key labels) room
+MARGIN_INCHES = (1.2, 0.5, 0.5)  # left (row labels), top (title) and bottom (key labels) room
 DPI = 100
 FORBIDDEN = "#d9d9d9"  # cells outside the layout
-LABELLED_TOKENS = 24  # token labels on the axes up to this many tokens
+LABELLED_TOKENS = 40  # token labels on the axes up to this many tokens
 
 
-def picture_size(n_layers: int, n_heads: int) -> tuple[int, int]:
-    """The PNG's (width, height) in pixels for a grid of ``n_layers`` rows and ``n_heads`` columns."""
+def _inches(n_layers: int, n_heads: int) -> tuple[float, float]:
     width = MARGIN_INCHES[0] + CELL_INCHES * n_heads
     height = MARGIN_INCHES[1] + CELL_INCHES * n_layers + MARGIN_INCHES[2]
-    return round(width * DPI), round(height * DPI)
+    return width, height
+
+
+def picture_size(n_layers: int, n_heads: int, dpi: int = DPI) -> tuple[int, int]:
+    """The PNG's (width, height) in pixels for a grid of ``n_layers`` rows and ``n_heads`` columns."""
+    width, height = _inches(n_layers, n_heads)
+    return int(round(width * dpi, 6)), int(round(height * dpi, 6))  # matplotlib truncates to whole pixels
 
 
 def layer_maps(payload: dict[str, Any]) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -57,7 +62,9 @@ def token_label(token: dict[str, Any]) -> str:
     return token["token"] if token["special"] else "␣"
 
 
-def draw_grid(payload: dict[str, Any], out: str | Path, *, scale: str = "head") -> tuple[int, int]:
+def draw_grid(
+    payload: dict[str, Any], out: str | Path, *, scale: str = "head", dpi: int = DPI
+) -> tuple[int, int]:
     """Write the grid PNG to ``out``; ``scale`` is ``head`` (each map to its own maximum) or ``absolute``
     (0–1 for all). Returns the picture's size in pixels."""
     if scale not in ("head", "absolute"):
@@ -66,9 +73,9 @@ def draw_grid(payload: dict[str, Any], out: str | Path, *, scale: str = "head") 
     heads = payload["heads"]
     labels = [token_label(token) for token in payload["tokens"]]
     n = len(labels)
-    size = picture_size(len(maps), len(heads))
-    figure = plt.figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI)
-    width, height = size[0] / DPI, size[1] / DPI
+    size = picture_size(len(maps), len(heads), dpi)
+    width, height = _inches(len(maps), len(heads))
+    figure = plt.figure(figsize=(width, height), dpi=dpi)
     colours = plt.get_cmap("viridis").with_extremes(bad=FORBIDDEN)
     title = payload["text"] if len(payload["text"]) <= 80 else payload["text"][:77] + "…"
     figure.text(
@@ -99,7 +106,7 @@ def draw_grid(payload: dict[str, Any], out: str | Path, *, scale: str = "head") 
             va="center",
             fontsize=9,
         )
-    figure.savefig(out, dpi=DPI, format="png")
+    figure.savefig(out, dpi=dpi, format="png")
     plt.close(figure)
     return size
 
@@ -110,6 +117,7 @@ def _ticks(axes: Any, labels: list[str] | None, bottom: bool, left: bool) -> Non
         axes.set_yticks([])
         return
     positions = range(len(labels))
-    axes.set_xticks(positions, labels if bottom else [], rotation=90, fontsize=5)
-    axes.set_yticks(positions, labels if left else [], fontsize=5)
+    size = max(3.5, min(6.0, 130 / len(labels)))  # points: the labels of one map must not overlap
+    axes.set_xticks(positions, labels if bottom else [], rotation=90, fontsize=size)
+    axes.set_yticks(positions, labels if left else [], fontsize=size)
     axes.tick_params(length=0, pad=1)

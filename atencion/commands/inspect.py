@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", help="comma-separated head indices (default: all)")
     parser.add_argument("--target", type=int, help="token position whose prediction the gradient explains")
     parser.add_argument(
+        "--dpi", type=int, default=100, help="pixels per inch of the PNG (each map is 2 inches)"
+    )
+    parser.add_argument(
         "--scale", choices=("head", "absolute"), default="head", help="colour scale: per head or 0–1 for all"
     )
 
@@ -79,13 +82,15 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.suffix.lower() != ".png":
             raise UsageError(f"--out: {args.out!r} must end in .png")
+        if not 30 <= args.dpi <= 600:
+            raise UsageError(f"--dpi: must be between 30 and 600, got {args.dpi}")
         if not out.parent.is_dir():
             raise UsageError(f"--out: the folder {str(out.parent)!r} does not exist")
         checkpoint = load_checkpoint(checkpoint_directory(args.model))
         payload = analyse(
             checkpoint.model, checkpoint.tokenizer, args.text, layers=layers, heads=heads, target=args.target
         )
-        width, height = draw_grid(payload, out, scale=args.scale)
+        width, height = draw_grid(payload, out, scale=args.scale, dpi=args.dpi)
     except (UsageError, CheckpointError, InspectionError) as error:
         print(f"atencion inspect: {error}", file=sys.stderr)
         return 2

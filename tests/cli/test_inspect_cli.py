@@ -43,10 +43,10 @@ def test_inspect_decoder_all_heads_absolute_scale(tiny_checkpoints, tmp_path, ca
     out = tmp_path / "decoder.png"
     code, captured = _run_in_process(
         capsys, "inspect", "Hola, ¿qué tal?", "--model", str(tiny_checkpoints / "decoder-dense"),
-        "--out", str(out), "--scale", "absolute",
+        "--out", str(out), "--scale", "absolute", "--dpi", "150",
     )  # fmt: skip
     assert code == 0, captured.err
-    assert Image.open(out).size == picture_size(2, 2)
+    assert Image.open(out).size == picture_size(2, 2, dpi=150)
 
 
 def test_inspect_bad_arguments_name_the_problem(tiny_checkpoints, tmp_path, capsys):
@@ -58,6 +58,7 @@ def test_inspect_bad_arguments_name_the_problem(tiny_checkpoints, tmp_path, caps
         (["--model", model, "--out", str(tmp_path / "a.png"), "--layers", "x"], "--layers"),
         (["--model", model, "--out", str(tmp_path / "a.png"), "--heads", "7"], "heads: 7"),
         (["--model", model, "--out", str(tmp_path / "a.png"), "--target", "99"], "target"),
+        (["--model", model, "--out", str(tmp_path / "a.png"), "--dpi", "5"], "--dpi"),
         (["--model", str(tmp_path), "--out", str(tmp_path / "a.png")], "config.json"),
     ]
     for arguments, message in cases:
