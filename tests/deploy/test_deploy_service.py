@@ -22,17 +22,19 @@ import pytest
 from deploy_helpers import (
     PROMETHEUS_SYNTHETIC,
     alert_expressions,
+    dashboard_expressions,
+    grafana_to_promql,
+    load_dashboard,
+    promql_metric_names,
+)
+from deploy_live import (
     container_command,
     container_environment,
-    dashboard_expressions,
     exported_samples,
     free_port,
-    grafana_to_promql,
     group_members,
     healthcheck_probe,
     http_get,
-    load_dashboard,
-    promql_metric_names,
     running_prometheus,
     send_traffic,
     wait_for,
