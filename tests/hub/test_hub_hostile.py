@@ -6,31 +6,12 @@ import matters.
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
-from hub_support import write_checkpoint
+from hub_support import publish, write_checkpoint
 
 from modeling.hub import HubError, resolve_model
-
-
-def publish(hub, repo_id: str, files: dict[str, bytes]) -> str:
-    """Commit ``files`` straight into the test server's store (as any client could), *.safetensors via LFS."""
-    hub.store.create(repo_id, private=False)
-    operations = [{"key": "header", "value": {"summary": "hostile"}}]
-    for path, data in files.items():
-        if path.endswith(".safetensors"):
-            oid = hub.store.put_object(data)
-            operations.append(
-                {"key": "lfsFile", "value": {"path": path, "algo": "sha256", "oid": oid, "size": len(data)}}
-            )
-        else:
-            content = base64.b64encode(data).decode()
-            operations.append(
-                {"key": "file", "value": {"path": path, "content": content, "encoding": "base64"}}
-            )
-    return hub.store.commit(repo_id, "main", operations)
 
 
 def checkpoint_files(tmp_path, **changes: bytes) -> dict[str, bytes]:
