@@ -95,7 +95,10 @@ def parse_reference(reference: str) -> tuple[str, str | None]:
     match = _REFERENCE.fullmatch(reference.strip())
     if match is None:
         raise HubError(f"{reference!r} is not a Hub reference ORG/NAME[@REVISION]")
-    return match["repo"], match["revision"]
+    revision = match["revision"]
+    if revision is not None and (".." in revision or revision.startswith("/") or "\\" in revision):
+        raise HubError(f"{reference!r}: {revision!r} is not a valid revision")  # it names a path in the cache
+    return match["repo"], revision
 
 
 def sha256_of(path: Path) -> str:

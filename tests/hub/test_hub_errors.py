@@ -79,6 +79,7 @@ def test_offline_without_the_files_in_the_cache(atencion, pushed):
     [
         (("pull", "no slash"), "is not a Hub reference"),
         (("pull", "org/name@a@b"), "is not a Hub reference"),
+        (("pull", "org/name@../../etc"), "is not a valid revision"),
         (("push", "/does/not/exist", "org/name"), "not a checkpoint directory"),
         (("push", "CHECKPOINT", "no-namespace"), "not a repository id of the form ORG/NAME"),
         (("push", "CHECKPOINT", "org/name", "--revision", "../up"), "not a valid branch name"),
