@@ -129,6 +129,7 @@ def test_the_token_never_appears_in_output_or_logs(atencion, hub, checkpoint, tm
     for result in (pushed, pulled):
         assert TOKEN not in result.stdout + result.stderr
     assert "DEBUG" in pushed.stderr or "curl" in pushed.stderr  # the logs were really on
+    assert not any(TOKEN in request for request in hub.requests)  # never in a URL (the server's log)
 
     # A refused token: a clear line, still without the token.
     refused = atencion("push", str(checkpoint), "org/secret", env={"HF_TOKEN": TOKEN + "x"})
