@@ -90,7 +90,9 @@ def resolve(reference: str, kind: str) -> ServedModel:
         name = repo_id
     config = _read_config(path, reference)
     if config.get("kind") != kind:
-        raise ServeError(f"--{kind} {reference}: is a {config.get('kind')} checkpoint, not an {kind}")
+        raise ServeError(
+            f"--{kind} {reference}: holds an {config.get('kind')}, pass it with --{config.get('kind')}"
+        )
     return ServedModel(name, kind, reference, str(path), repo_id, revision, commit, config)
 
 

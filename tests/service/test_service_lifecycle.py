@@ -1,0 +1,104 @@
+"""Start-up, the API key and SIGTERM, each on a server of its own (``start_server``); CLI start-up errors."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_api_key_env_config_and_sigterm_draining(start_server, tiny_checkpoints):
+    """One encoder-only server configured through the environment, as a container would be."""
+    key = "llave-secreta-123"
+    server = start_server(
+        env={
+            "ATENCION_ENCODERS": str(tiny_checkpoints / "encoder-sparse"),
+            "ATENCION_API_KEY": key,
+            "ATENCION_MAX_BATCH_SIZE": "4",
+            "ATENCION_BATCH_TIMEOUT": "1.5",  # a lone request waits this long for company: it is in flight
+        }
+    )
+    body = {"inputs": "El [MASK] duerme."}
+    missing = requests.post(server.url + "/fill-mask", json=body, timeout=30)
+    assert missing.status_code == 401 and missing.json()["error_type"] == "unauthorized"
+    wrong = requests.post(
+        server.url + "/fill-mask", json=body, headers={"X-API-Key": "otra-llave"}, timeout=30
+    )
+    assert wrong.status_code == 401 and "wrong" in wrong.json()["error"]
+    assert requests.get(server.url + "/info", timeout=30).status_code == 401
+    assert requests.get(server.url + "/health", timeout=30).status_code == 200  # probes carry no key
+    assert requests.get(server.url + "/metrics", timeout=30).status_code == 200
+    headers = {"X-API-Key": key}
+    info = requests.get(server.url + "/info", headers=headers, timeout=30).json()
+    assert [m["name"] for m in info["models"]] == ["encoder-sparse"] and info["api_key_required"]
+    assert info["batching"] == {"max_batch_size": 4, "batch_timeout": 1.5}
+    generate = requests.post(server.url + "/generate", json={"inputs": "Hola"}, headers=headers, timeout=30)
+    assert generate.status_code == 404  # no decoder served: no /generate route
+
+    answers = []
+
+    def in_flight():
+        answers.append(requests.post(server.url + "/fill-mask", json=body, headers=headers, timeout=60))
+
+    caller = threading.Thread(target=in_flight)
+    caller.start()
+    time.sleep(0.5)  # the request now waits in the worker's batch window
+    started = time.monotonic()
+    left = server.stop()
+    caller.join(timeout=60)
+    assert not left, f"processes left after SIGTERM: {left}"
+    assert server.process.returncode is not None and time.monotonic() - started < 45
+    assert len(answers) == 1 and answers[0].status_code == 200, answers and answers[0].text
+    assert answers[0].json()[0]["token_str"]
+    with pytest.raises(requests.ConnectionError):  # nobody holds the port any more
+        requests.get(server.url + "/health", timeout=5)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ATENCION_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "atencion", "serve", *args],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--port", "80"], {}, ["--port", "1024"]),
+        (["--encoder", "/no/such/dir"], {}, ["no such checkpoint directory"]),
+        ([], {"ATENCION_MAX_BATCH_SIZE": "muchos"}, ["ATENCION_MAX_BATCH_SIZE", "int"]),
+        ([], {"ATENCION_HOST": "8.8.8.8"}, ["--host", "127.0.0.1"]),
+    ],
+)
+def test_bad_settings_stop_the_cli_with_a_clear_message(args, env, words):
+    done = run_cli(*args, env=env)
+    assert done.returncode == 2, done.stderr
+    assert all(word in done.stderr for word in words), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_checkpoint_of_the_wrong_kind_is_refused(tiny_checkpoints):
+    done = run_cli("--decoder", str(tiny_checkpoints / "encoder-dense"))
+    assert done.returncode == 2 and "pass it with --encoder" in done.stderr
+
+
+def test_no_models_at_all_says_how_to_pass_them(monkeypatch):
+    import service.settings
+    from service.models import ServeError, resolve_all
+    from service.settings import Settings
+
+    monkeypatch.setattr(service.settings, "shipped_references", lambda: ((), ()))
+    with pytest.raises(ServeError, match="--encoder .* --decoder"):
+        resolve_all(Settings())
