@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     except (HubError, OSError) as error:
         print(f"atencion pull: error: {error}", file=sys.stderr)
         return 1
-    revision = f"@{model.revision}" if model.revision else ""
+    revision = f"@{model.revision}" if model.revision not in (None, model.commit) else ""
     print(
         f"pulled {model.repo_id}{revision} at commit {model.commit}; sha256 verified for {len(model.sha256)} files",
         file=sys.stderr,
