@@ -16,7 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("repo_id", metavar="ORG/NAME", help="Hub repository, created if it does not exist")
     parser.add_argument("--revision", metavar="BRANCH", help="branch to commit to (created from main if new)")
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        help="create the repository as private (an existing one keeps its visibility)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
