@@ -6,7 +6,8 @@ a JSON-ready dict:
 - ``tokens``: id, vocabulary string, surface text ``text[start:end]`` (offsets in Python code points, so
   accents and ``ñ`` survive a normaliser that strips them), ``special`` and ``punctuation`` flags;
 - ``layouts``: per requested layer the pattern, block size and the layout's token mask (H', n, n) as bits —
-  which cells are structurally zero (sparse pattern, causality) as opposed to learned near-zero;
+  which cells are structurally zero (sparse pattern, causality) as opposed to learned near-zero — and, for a
+  block-sparse layer, the cells its kernel computes (``computed``, bits): the rest is never computed;
 - ``attentions``: per requested layer the probabilities (H', n, n) in a compact encoding named in the block
   (``service.encoding``): ``dense-u8``, or ``layout-u8`` whose index is the layer's layout mask;
 - ``statistics``: per requested layer and head, from float32 (``service.statistics``);
@@ -37,6 +38,7 @@ from service.encoding import encode_bits, encode_dense, encode_layout
 from service.gradients import attention_gradients
 from service.rollout import gradient_times_attention, relevance, rollout
 from service.statistics import head_statistics, is_punctuation
+from service.structure import allowed_keys
 
 MAX_TOKENS = 512  # longest text analysed (also bounded by the model's max_len)
 MAX_CELLS = 4_000_000  # attention values in one answer (≈ 5.3 MB of base64)
@@ -94,30 +96,6 @@ def tokenize(tokenizer: Any, text: str) -> Tokens:
         punctuation=torch.tensor([e["punctuation"] for e in entries], dtype=torch.bool),
         mask_id=tokenizer.token_to_id("[MASK]"),
     )
-
-
-def allowed_keys(config: Any, layer: int, n: int) -> tuple[Tensor, dict[str, Any]]:
-    """The layout's token mask of one layer (H, n, n) bool and its description (pattern, block size)."""
-    from modeling.layouts import layout_for
-
-    H = config.n_heads
-    layout = layout_for(config.attention, layer, n, H, config.causal)
-    if layout is None:
-        mask = torch.ones(H, n, n, dtype=torch.bool)
-        block_size = None
-    else:
-        mask = layout.mask().to(torch.bool).cpu().expand(H, n, n)  # (H, n, n): one layout may serve all heads
-        block_size = layout.block_size
-    if config.causal:
-        mask = mask & torch.ones(n, n, dtype=torch.bool).tril()
-    description = {
-        "layer": layer,
-        "pattern": config.attention.pattern_of_layer(layer) if layout is not None else "dense",
-        "block_size": block_size,
-        "causal": bool(config.causal),
-        "sparse": layout is not None,
-    }
-    return mask, description
 
 
 def _choose(values: list[int] | None, count: int, name: str, what: str) -> list[int]:
@@ -226,9 +204,9 @@ def analyse(
     target = _default_target(kind, tokens) if target is None else target
     _check_target(target, kind, tokens)
 
-    masks, descriptions = {}, {}
+    masks, computed, descriptions = {}, {}, {}
     for layer in range(config.n_layers):
-        masks[layer], descriptions[layer] = allowed_keys(config, layer, n)
+        masks[layer], computed[layer], descriptions[layer] = allowed_keys(config, layer, n)
     head_index = torch.tensor(chosen_heads)
     picked = {layer: masks[layer][head_index] for layer in chosen_layers}  # (H', n, n) each
     use_layout = {
@@ -278,8 +256,14 @@ def analyse(
     for layer in chosen_layers:
         mask = picked[layer]
         values = probs[layer][head_index] * mask  # (H', n, n): exactly 0 outside the layout
+        kernel = computed[layer]
         payload["layouts"].append(
-            descriptions[layer] | {"density": round(float(mask.float().mean()), 6), "mask": encode_bits(mask)}
+            descriptions[layer]
+            | {
+                "density": round(float(mask.float().mean()), 6),
+                "mask": encode_bits(mask),
+                "computed": None if kernel is None else encode_bits(kernel[head_index]),
+            }
         )
         block = encode_layout(values, mask) if use_layout[layer] else encode_dense(values)
         payload["attentions"].append({"layer": layer} | block)

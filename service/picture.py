@@ -21,7 +21,7 @@ from service.encoding import decode, decode_bits  # noqa: E402
 CELL_INCHES = 2.0  # one heatmap
 MARGIN_INCHES = (1.2, 0.5, 0.5)  # left (row labels), top (title) and bottom (key labels) room
 DPI = 100
-FORBIDDEN = "#d9d9d9"  # cells outside the layout
+FORBIDDEN = "#c8c8c8"  # cells outside the layout (the viewer's grey)
 LABELLED_TOKENS = 40  # token labels on the axes up to this many tokens
 
 

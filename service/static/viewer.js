@@ -39,7 +39,8 @@ function decodeValues(block, mask) {
 
 // ---- colours: a few viridis stops, linearly interpolated ---------------------------------------------------
 const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
-const FORBIDDEN = [217, 217, 217];
+const FORBIDDEN = [200, 200, 200]; // structurally zero: masked (inside a computed block, or a dense layer's mask)
+const SKIPPED = [236, 236, 236]; // structurally zero and never computed: outside every block the kernel computes
 function colour(t) {
   const x = Math.min(1, Math.max(0, t)) * (VIRIDIS.length - 1);
   const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
@@ -136,6 +137,7 @@ function render(payload) {
   for (const block of payload.attentions) {
     const layout = layouts.get(block.layer);
     const mask = decodeBits(layout.mask);
+    const computed = layout.computed ? decodeBits(layout.computed) : null;
     const values = decodeValues(block, mask);
     payload.heads.forEach((head, h) => {
       const cells = n * n;
@@ -143,12 +145,14 @@ function render(payload) {
         layer: block.layer, head, layout, n,
         values: values.subarray(h * cells, (h + 1) * cells),
         mask: mask.subarray(h * cells, (h + 1) * cells),
+        computed: computed ? computed.subarray(h * cells, (h + 1) * cells) : null,
       });
     });
   }
   $("results").hidden = false;
   $("summary").textContent = `${payload.kind} · pattern ${payload.pattern} · ${payload.layouts.map((l) =>
-    `L${l.layer}: ${l.pattern}${l.block_size ? ` (blocks of ${l.block_size})` : ""}, ${(100 * l.density).toFixed(0)}% of cells allowed`).join(" · ")}`;
+    `L${l.layer}: ${l.pattern}${l.block_size ? ` (blocks of ${l.block_size})` : ""}, ${(100 * l.density).toFixed(0)}% of cells allowed` +
+    (l.sparse ? `, ${(100 * l.block_density).toFixed(0)}% of blocks computed` : "")).join(" · ")}`;
   drawGrid();
   state.rolloutRow = payload.rollout.row;
   drawAttribution();
@@ -158,7 +162,7 @@ function render(payload) {
 }
 
 function paint(canvas, map, options = {}) {
-  const { n, values, mask } = map;
+  const { n, values, mask, computed } = map;
   canvas.width = n;
   canvas.height = n;
   const context = canvas.getContext("2d");
@@ -167,7 +171,8 @@ function paint(canvas, map, options = {}) {
   const showLayout = options.layout ?? true;
   const pixels = image.data;
   for (let i = 0; i < n * n; i++) {
-    const rgb = showLayout && mask && !mask[i] ? FORBIDDEN : PALETTE[Math.min(255, Math.round((values[i] / top) * 255))];
+    let rgb = PALETTE[Math.min(255, Math.round((values[i] / top) * 255))];
+    if (showLayout && mask && !mask[i]) rgb = computed && !computed[i] ? SKIPPED : FORBIDDEN;
     pixels[4 * i] = rgb[0];
     pixels[4 * i + 1] = rgb[1];
     pixels[4 * i + 2] = rgb[2];
@@ -270,7 +275,7 @@ function drawDetail() {
   context.imageSmoothingEnabled = false;
   context.drawImage(heat, MARGIN, MARGIN, n * cell, n * cell);
   const block = map.layout.block_size;
-  if ($("show-layout").checked && block && block < n) { // the block grid of the block-sparse layout
+  if ($("show-layout").checked && block && block < n && !map.layout.reordered) { // the kernel's block grid
     context.strokeStyle = "rgba(255,255,255,0.7)";
     context.lineWidth = 1;
     for (let b = block; b < n; b += block) {
@@ -320,7 +325,8 @@ function hover(event) {
   const q = Math.floor(y / cell), k = Math.floor(x / cell);
   const tokens = state.payload.tokens;
   const i = q * map.n + k;
-  const note = map.mask[i] ? map.values[i].toFixed(3) : "0 (outside the layout)";
+  const note = map.mask[i] ? map.values[i].toFixed(3)
+    : map.computed && !map.computed[i] ? "0 (never computed: block skipped)" : "0 (masked by the layout)";
   tip.textContent = `«${label(tokens[q])}» → «${label(tokens[k])}»: ${note}`;
   tip.style.left = `${event.clientX - rect.left + 12}px`;
   tip.style.top = `${event.clientY - rect.top + 12}px`;

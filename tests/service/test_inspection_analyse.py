@@ -54,6 +54,12 @@ def test_layout_encoding_holds_only_the_layouts_entries(loaded, name):
         assert len(base64.b64decode(block["data"])) == block["cells"] == int(mask.sum()) < H * n * n
         assert layout["sparse"] == name.endswith("sparse")
         assert layout["causal"] == name.startswith("decoder")
+        if layout["sparse"]:  # the kernel computes whole blocks: a superset of the mask, and not everything
+            computed = decode_bits(layout["computed"])
+            assert (computed | ~mask).all() and computed.sum() < H * n * n
+            assert 0 < layout["block_density"] < 1
+        else:
+            assert layout["computed"] is None
     if name == "encoder-sparse":  # window 4 in blocks of 4: a query sees at most 3 blocks
         assert payload["layouts"][0]["block_size"] == 4
         assert payload["layouts"][0]["density"] < 0.75
