@@ -43,11 +43,16 @@ class TrainingError(RuntimeError):
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay on ≥2-D weights that are not embeddings; none on norms, biases, embeddings."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    """AdamW groups: decay on ≥2-D weights; none on norms, biases, or embeddings of tokens and positions."""
+    embedding_like = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.Embedding) or type(m).__name__.endswith(("Positions", "Embeddings"))
+    ]
+    excluded = {id(p) for m in embedding_like for p in m.parameters()}
     decay, rest = [], []
     for _, p in model.named_parameters():  # a tied parameter appears once
-        (decay if p.ndim >= 2 and id(p) not in embeddings else rest).append(p)
+        (decay if p.ndim >= 2 and id(p) not in excluded else rest).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 

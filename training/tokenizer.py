@@ -35,6 +35,13 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         vocab_size=vocab_size, special_tokens=list(WORDPIECE_SPECIALS), min_frequency=2, show_progress=False
     )
     tokenizer.train_from_iterator(_lines(texts), trainer=trainer)
+    # The trainer's vocabulary is deterministic but its ids are not (hash-map order): number the tokens
+    # afresh, specials first, then in code-point order, so the same corpus always gives the same ids.
+    vocab = tokenizer.get_vocab()
+    ordered = list(WORDPIECE_SPECIALS) + sorted(set(vocab) - set(WORDPIECE_SPECIALS))
+    tokenizer.model = models.WordPiece(
+        {token: i for i, token in enumerate(ordered)}, unk_token="[UNK]", max_input_chars_per_word=100
+    )
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
