@@ -1,21 +1,44 @@
-"""Normalisation layers written from their definitions.
+"""Normalisation layers and their definitions.
 
-- ``LayerNorm`` (Ba et al. 2016): subtract the mean, divide by the standard deviation over the last dimension,
-  then scale and shift — what Vaswani et al. 2017 and BERT use.
-- ``RMSNorm`` (Zhang & Sennrich 2019): divide by the root mean square only, scale, no shift — what Llama uses.
-  Computed in float32 and cast back, as Llama does, so bf16 activations do not lose the normaliser.
+- ``layer_norm`` (Ba et al. 2016): subtract the mean, divide by the standard deviation over the last
+  dimension, then scale and shift — what Vaswani et al. 2017 and BERT use.
+- ``rms_norm`` (Zhang & Sennrich 2019): divide by the root mean square only, scale, no shift — what Llama
+  uses. Computed in float32 and cast back before the scale, as Llama does, so bf16 activations keep their
+  normaliser.
+
+The two functions spell the definitions out. ``RMSNorm`` computes ``rms_norm`` as written (PyTorch's CPU
+``F.rms_norm`` is itself a composite of the same operations: no faster, measured). ``LayerNorm`` computes
+``layer_norm`` with PyTorch's native kernel ``F.layer_norm``, one pass instead of six elementwise ones, which took
+about 30% of the encoder's forward time when written out (profiled, 16 × 128 tokens, 4 × 256) — the same reasoning that
+lets attention use SDPA as a fast kernel; the tests hold it to the written definition.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modeling.config import TransformerConfig
 
 
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """``(x - mean(x)) / sqrt(var(x) + eps) * weight + bias`` over the last dimension (biased variance)."""
+    mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+    centred = x - mean
+    var = centred.pow(2).mean(dim=-1, keepdim=True)  # (..., 1)
+    return centred * torch.rsqrt(var + eps) * weight + bias
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """``weight * (x / sqrt(mean(x²) + eps))``, the normaliser computed in float32."""
+    x32 = x.float()
+    inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + eps)  # (..., 1)
+    return weight * (x32 * inv_rms).to(x.dtype)
+
+
 class LayerNorm(nn.Module):
-    """``y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias`` over the last dimension (biased variance)."""
+    """Layer normalisation with a learned scale and shift (``layer_norm`` above, native kernel)."""
 
     def __init__(self, d: int, eps: float = 1e-5) -> None:
         super().__init__()
@@ -24,14 +47,11 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d))
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
-        centred = x - mean
-        var = centred.pow(2).mean(dim=-1, keepdim=True)  # (..., 1)
-        return centred * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
 class RMSNorm(nn.Module):
-    """``y = x / sqrt(mean(x²) + eps) * weight``, the normaliser computed in float32 (Zhang & Sennrich 2019)."""
+    """RMS normalisation with a learned scale, in float32 (``rms_norm`` above)."""
 
     def __init__(self, d: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -39,9 +59,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
-        return self.weight * (x32 * inv_rms).to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def make_norm(config: TransformerConfig) -> nn.Module:

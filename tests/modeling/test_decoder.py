@@ -160,3 +160,20 @@ def test_cache_cannot_grow_past_max_len() -> None:
         model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
         with pytest.raises(ValueError, match="max_len"):
             model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
+
+
+def test_decoding_head_follows_weight_updates() -> None:
+    """next_logits' cached (d, V) head equals the head, and is rebuilt after an in-place update or a cast."""
+    model = make(tie_embeddings=False)
+    ids = torch.tensor([[3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.next_logits(ids, model.new_cache()), model(ids).logits[:, -1])
+        model.lm_head.weight.mul_(-2.0)
+        torch.testing.assert_close(model.next_logits(ids, model.new_cache()), model(ids).logits[:, -1])
+    model.to(torch.float64)
+    with torch.no_grad():
+        logits = model.next_logits(ids, model.new_cache())
+    assert logits.dtype == torch.float64
+    torch.testing.assert_close(logits, model(ids).logits[:, -1].detach())
+    logits = model.next_logits(ids, model.new_cache())  # with autograd: the head itself, differentiable
+    assert logits.requires_grad

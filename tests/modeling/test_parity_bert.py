@@ -54,7 +54,7 @@ def copy_bert_weights(hf: torch.nn.Module, ours: Encoder) -> None:
         "head.norm.bias": s["cls.predictions.transform.LayerNorm.bias"],
         "head.bias": s["cls.predictions.bias"],
     }
-    for i in range(CONFIG.n_layers):
+    for i in range(ours.config.n_layers):
         h, o = f"bert.encoder.layer.{i}.", f"blocks.{i}."
         for kind in ("weight", "bias"):
             qkv = [s[f"{h}attention.self.{n}.{kind}"] for n in ("query", "key", "value")]

@@ -47,7 +47,7 @@ def copy_llama_weights(hf: torch.nn.Module, ours: Decoder) -> None:
         "final_norm.weight": s["model.norm.weight"],
         "lm_head.weight": s["lm_head.weight"],
     }
-    for i in range(CONFIG.n_layers):
+    for i in range(ours.config.n_layers):
         h, o = f"model.layers.{i}.", f"blocks.{i}."
         mapping[f"{o}attention.qkv.weight"] = torch.cat([s[f"{h}self_attn.{n}_proj.weight"] for n in "qkv"])
         mapping[f"{o}attention.out.weight"] = s[f"{h}self_attn.o_proj.weight"]
