@@ -69,9 +69,11 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 def record_models(models: list[Any]) -> None:
-    """One ``atencion_model_info`` series per served model (objects with name, kind, revision)."""
+    """One ``atencion_model_info`` series per served model; ``revision`` is the resolved commit sha of a Hub
+    model (what is really served, even if a branch moves), ``local`` for a directory."""
     for model in models:
-        MODEL_INFO.labels(model=model.name, kind=model.kind, revision=model.revision or "local").set(1)
+        revision = model.commit or model.revision or "local"
+        MODEL_INFO.labels(model=model.name, kind=model.kind, revision=revision).set(1)
 
 
 class MetricsMiddleware:

@@ -1,0 +1,350 @@
+"""Load test of the service: requests/s and p50/p99 latency at concurrency 1, 8 and 32.
+
+- ``/fill-mask`` with dynamic batching on (``--max-batch-size 32 --batch-timeout 0.01``) and off
+  (``--max-batch-size 1``), same server code, same weights;
+- ``/generate`` (greedy, 16 new tokens; generation is not batched, so one configuration);
+- the same requests against a plain baseline: one uvicorn process running transformers' ``pipeline``
+  (``fill-mask`` on ``BertForMaskedLM``, ``text-generation`` on ``LlamaForCausalLM``) on the same weights.
+  Before timing, the baseline's answers are checked to equal ours (top fill-mask token, greedy text), so the
+  comparison is like for like.
+
+Models: the shipped checkpoints when they exist (then no baseline: the shipped encoder is pre-norm, which no
+transformers class computes); otherwise random-init models of the shipped size (4 layers × 256, vocabulary
+8000), a BERT-shaped encoder and a Llama-shaped decoder (the decoder recipe's architecture), built with
+``bench.models``' parity mappings. Random weights cost the same per token as trained ones.
+
+The load generator runs on the same machine as the servers, and other engineers share the 2 cores: read the
+ratios, not the absolute numbers.
+
+    python -m bench.load            # writes the `service` section of docs/benchmarks.md
+    python -m bench.load --quick    # fewer requests, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from bench.report import machine, write_section
+
+REPO = Path(__file__).resolve().parent.parent
+FILL = {
+    "inputs": "El niño juega con su [MASK] en el parque después de la escuela.",
+    "parameters": {"top_k": 5},
+}
+GENERATE = {"inputs": "Mañana vamos a la playa con mis amigos y", "parameters": {"max_new_tokens": 16}}
+SENTENCES = [
+    "El gato duerme en la casa.",
+    "La niña lee un libro en el jardín.",
+    "¿Dónde está el perro? Está en la calle.",
+    "Mañana vamos a la playa con mis amigos.",
+    "El niño juega con su pelota en el parque después de la escuela.",
+    "Mi madre cocina una sopa muy rica.",
+]
+
+
+# ---- models ---------------------------------------------------------------------------------------------------
+def prepare_models(root: Path) -> tuple[Path, Path, Path | None, str]:
+    """(encoder dir, decoder dir, baseline dir or None, description)."""
+    shipped = REPO / "checkpoints"
+    if (shipped / "encoder-dense" / "config.json").is_file() and (
+        shipped / "decoder-dense" / "config.json"
+    ).is_file():
+        return (
+            shipped / "encoder-dense",
+            shipped / "decoder-dense",
+            None,
+            "shipped encoder-dense and decoder-dense",
+        )
+    import torch
+
+    from bench.models import BERT, LLAMA, copy_bert_weights, copy_llama_weights, hf_bert, hf_llama
+    from modeling.checkpoint import save_checkpoint
+    from modeling.decoder import Decoder
+    from modeling.encoder import Encoder
+    from training.tokenizer import train_bpe, train_wordpiece
+
+    torch.manual_seed(0)
+    hf_encoder, hf_decoder = hf_bert(), hf_llama()
+    encoder, decoder = Encoder(BERT).eval(), Decoder(LLAMA).eval()
+    copy_bert_weights(hf_encoder, encoder)
+    copy_llama_weights(hf_decoder, decoder)
+    wordpiece, bpe = train_wordpiece(SENTENCES * 4, 400), train_bpe(SENTENCES * 4, 400)
+    save_checkpoint(encoder, wordpiece, root / "encoder-dense")
+    save_checkpoint(decoder, bpe, root / "decoder-dense")
+    baseline = root / "baseline"
+    hf_encoder.save_pretrained(baseline / "encoder")
+    hf_decoder.save_pretrained(baseline / "decoder")
+    wordpiece.save(str(baseline / "encoder" / "tokenizer.json"))
+    bpe.save(str(baseline / "decoder" / "tokenizer.json"))
+    return (
+        root / "encoder-dense",
+        root / "decoder-dense",
+        baseline,
+        "random-init, shipped size (4 × 256, V 8000)",
+    )
+
+
+# ---- the baseline server ------------------------------------------------------------------------------------
+def baseline_app(directory: Path):
+    """A plain FastAPI app around transformers' pipelines (what one writes without a serving framework)."""
+    import transformers
+    from fastapi import FastAPI
+
+    encoder_tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(directory / "encoder" / "tokenizer.json"),
+        mask_token="[MASK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]",
+    )  # fmt: skip
+    decoder_tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(directory / "decoder" / "tokenizer.json"),
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+    )
+    fill = transformers.pipeline(
+        "fill-mask",
+        model=transformers.AutoModelForMaskedLM.from_pretrained(directory / "encoder"),
+        tokenizer=encoder_tok,
+    )
+    generate = transformers.pipeline(
+        "text-generation",
+        model=transformers.AutoModelForCausalLM.from_pretrained(directory / "decoder"),
+        tokenizer=decoder_tok,
+    )
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    @app.post("/fill-mask")
+    def fill_mask(body: dict) -> list:
+        return fill(body["inputs"], top_k=body.get("parameters", {}).get("top_k", 5))
+
+    @app.post("/generate")
+    def generate_text(body: dict) -> dict:
+        new = body.get("parameters", {}).get("max_new_tokens", 16)
+        out = generate(
+            body["inputs"],
+            max_new_tokens=new,
+            do_sample=False,
+            return_full_text=False,
+            add_special_tokens=True,
+        )
+        return {"generated_text": out[0]["generated_text"]}
+
+    return app
+
+
+# ---- running servers ----------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(command: list[str], port: int, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATENCION_")}
+    env.update({"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    stop(process)
+    raise RuntimeError(f"server did not start: {log.read_text(errors='replace')[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def load(url: str, body: dict, concurrency: int, total: int) -> dict[str, float]:
+    """``total`` requests from ``concurrency`` threads (each its own connection): req/s, p50, p99 (ms)."""
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    per_client = max(1, total // concurrency)
+
+    def client() -> None:
+        session = requests.Session()
+        for _ in range(per_client):
+            began = time.perf_counter()
+            response = session.post(url, json=body, timeout=300)
+            took = time.perf_counter() - began
+            with lock:
+                latencies.append(took)
+                failures[0] += response.status_code != 200
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return {
+        "rps": len(latencies) / wall,
+        "p50": 1000 * statistics.median(ordered),
+        "p99": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "failed": failures[0],
+        "n": len(latencies),
+    }
+
+
+def sweep(base: str, path: str, body: dict, counts: dict[int, int]) -> dict[int, dict[str, float]]:
+    for _ in range(3):  # warm-up
+        requests.post(base + path, json=body, timeout=120)
+    return {c: load(base + path, body, c, n) for c, n in counts.items()}
+
+
+# ---- report ---------------------------------------------------------------------------------------------------
+def table(rows: list[tuple[str, dict[int, dict[str, float]]]], reference: str) -> str:
+    lines = [
+        "| server | concurrency | requests | req/s | p50 ms | p99 ms | failed | × " + reference + " |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    ref = dict(rows)[reference]
+    for name, by_c in rows:
+        for c, r in by_c.items():
+            ratio = r["rps"] / ref[c]["rps"]
+            lines.append(
+                f"| {name} | {c} | {r['n']} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['failed']} | "
+                f"{ratio:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests; print, don't write the report")
+    parser.add_argument("--baseline-server", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:  # the child process: serve the baseline
+        import uvicorn
+
+        uvicorn.run(baseline_app(args.baseline_server), host="127.0.0.1", port=args.port, log_level="warning")
+        return
+
+    scale = 0.25 if args.quick else 1.0
+    fill_counts = {1: int(60 * scale), 8: int(240 * scale), 32: int(640 * scale)}
+    gen_counts = {1: int(12 * scale) or 1, 8: int(48 * scale), 32: int(96 * scale)}
+    load_before = os.getloadavg()
+    began = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="atencion-load-"))
+    encoder, decoder, baseline, described = prepare_models(work)
+    fill: list[tuple[str, dict]] = []
+    gen: list[tuple[str, dict]] = []
+    answers: dict[str, tuple] = {}
+    for label, flags in (
+        ("atencion, batching off", ["--max-batch-size", "1"]),
+        ("atencion, batching on", ["--max-batch-size", "32", "--batch-timeout", "0.01"]),
+    ):
+        port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "atencion",
+            "serve",
+            "--encoder",
+            str(encoder),
+            "--decoder",
+            str(decoder),
+        ]
+        process = start([*command, "--port", str(port), *flags], port, work / f"{label[-3:].strip()}.log")
+        base = f"http://127.0.0.1:{port}"
+        try:
+            fill.append((label, sweep(base, "/fill-mask", FILL, fill_counts)))
+            if label.endswith("on"):
+                gen.append(("atencion", sweep(base, "/generate", GENERATE, gen_counts)))
+                answers["atencion"] = (
+                    requests.post(base + "/fill-mask", json=FILL, timeout=60).json()[0]["token"],
+                    requests.post(base + "/generate", json=GENERATE, timeout=60).json()["generated_text"],
+                )
+        finally:
+            stop(process)
+    baseline_note = "not run: the served encoder has no transformers equivalent (pre-norm)"
+    if baseline is not None:
+        port = free_port()
+        process = start(
+            [sys.executable, "-m", "bench.load", "--baseline-server", str(baseline), "--port", str(port)],
+            port,
+            work / "baseline.log",
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            theirs = (
+                requests.post(base + "/fill-mask", json=FILL, timeout=60).json()[0]["token"],
+                requests.post(base + "/generate", json=GENERATE, timeout=60).json()["generated_text"],
+            )
+            same = theirs == answers["atencion"]
+            baseline_note = (
+                "same answers as atencion (top token, greedy text)"
+                if same
+                else f"answers differ: {json.dumps(theirs)} vs {json.dumps(answers['atencion'])}"
+            )
+            fill.append(
+                ("transformers pipeline (plain FastAPI)", sweep(base, "/fill-mask", FILL, fill_counts))
+            )
+            gen.append(
+                ("transformers pipeline (plain FastAPI)", sweep(base, "/generate", GENERATE, gen_counts))
+            )
+        finally:
+            stop(process)
+    minutes = (time.monotonic() - began) / 60
+    markdown = "\n".join(
+        [
+            "## Service load (bench/load.py)",
+            "",
+            "Command: `python -m bench.load`  ",
+            f"Machine: {machine()}  ",
+            f"Models: {described}. Load average before the run: {load_before[0]:.2f} (other engineers' jobs share "
+            f"the 2 cores, and the load generator runs beside the servers: compare ratios). Run took {minutes:.1f} min.",
+            "",
+            "### POST /fill-mask (one sentence, top_k 5); × = throughput relative to batching off",
+            "",
+            table(fill, "atencion, batching off"),
+            "",
+            "### POST /generate (greedy, 16 new tokens; not batched)",
+            "",
+            table(gen, "atencion") if gen else "",
+            "",
+            f"Baseline check: {baseline_note}.",
+        ]
+    )
+    print(markdown)
+    if not args.quick:
+        write_section("service", markdown)
+
+
+if __name__ == "__main__":
+    main()
