@@ -1,16 +1,19 @@
-"""Compact wire encodings for attention maps: uint8 in base64, and the layout as its own index.
+"""Compact wire encodings for attention maps: one byte per weight in base64, and the layout as its own index.
 
-Attention rows are probabilities in [0, 1], so ``round(p * 255)`` in one byte loses at most 0.5/255 ≈ 0.002
-per weight (measured payload sizes in ``shared/notes/inspection.md``: 4.2 MB instead of 72 MB of JSON floats
-for 6 layers × 8 heads × 256 tokens). A sparse layer sends only the entries its layout allows: the layout's
-token mask, packed one bit per cell, is the index, so no coordinates travel.
+Each row (the last dimension: one query's weights over the keys) is scaled by its own maximum, sent as a
+float32, and each weight becomes ``round(v / row_max * 255)``: the error is at most ``row_max / 510`` ≤ 0.002
+for probabilities, and a long input's near-uniform rows (weights ≈ 1/n, below one step of a global 0–1 scale)
+keep 8 bits of precision. Measured payload sizes in ``shared/notes/inspection.md``: uint8 is 4.2 MB where JSON
+floats are 72 MB (6 layers × 8 heads × 256 tokens). A sparse layer sends only the entries its layout allows:
+the layout's token mask, packed one bit per cell, is the index, so no coordinates travel.
 
 Formats (every encoded block names its ``encoding`` so a client can decode it):
 
 - ``bits``: a bool tensor, row-major, ``numpy.packbits`` order (most significant bit first), base64.
-- ``dense-u8``: every cell of a ``shape`` tensor, row-major, one byte ``round(v / scale * 255)``, base64.
-- ``layout-u8``: only the cells where the layer's layout mask (a ``bits`` block of the same ``shape``, sent once
-  beside it as the layout) is true, in row-major order, one byte each; every other cell is exactly 0.
+- ``dense-u8``: every cell of a ``shape`` tensor, row-major, one byte each, base64; ``row_scales``: base64 of
+  ``shape[:-1]`` little-endian float32 row maxima; a cell is ``byte / 255 * row_scales[row]``.
+- ``layout-u8``: the same, but only the cells where the layer's layout mask (a ``bits`` block of the same
+  ``shape``, sent once beside it as the layout) is true, in row-major order; every other cell is exactly 0.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-QUANTISATION_ERROR = 0.5 / 255  # largest |decoded - original| for values in [0, scale]
+QUANTISATION_ERROR = (
+    0.5 / 255
+)  # largest |decoded - original| relative to the row's maximum (≤ 1 for probabilities)
 
 
 def _b64(raw: bytes) -> str:
@@ -33,8 +38,14 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
 
-def _to_u8(values: Tensor, scale: float) -> np.ndarray:
-    scaled = values.detach().to(torch.float32).cpu() / max(scale, 1e-30) * 255.0
+def _row_scales(values: Tensor) -> Tensor:
+    """(…, S) → (…,) float32 row maxima (1 for an all-zero row, whose bytes are all 0 anyway)."""
+    top = values.amax(-1)
+    return torch.where(top > 0, top, torch.ones(()))
+
+
+def _to_u8(values: Tensor, scales: Tensor) -> np.ndarray:
+    scaled = values / scales[..., None] * 255.0
     return scaled.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -52,28 +63,34 @@ def decode_bits(block: dict[str, Any]) -> np.ndarray:
     return bits.astype(bool).reshape(shape)
 
 
-def encode_dense(values: Tensor, scale: float = 1.0) -> dict[str, Any]:
-    """Every cell of ``values`` (all in [0, scale]) as one byte."""
+def encode_dense(values: Tensor) -> dict[str, Any]:
+    """Every cell of ``values`` (non-negative) as one byte of its row's scale."""
+    values = values.detach().to(torch.float32).cpu()
+    scales = _row_scales(values)
     return {
         "encoding": "dense-u8",
         "shape": list(values.shape),
-        "scale": float(scale),
-        "data": _b64(_to_u8(values, scale).reshape(-1).tobytes()),
+        "row_scales": _b64(scales.numpy().astype("<f4").tobytes()),
+        "data": _b64(_to_u8(values, scales).reshape(-1).tobytes()),
     }
 
 
-def encode_layout(values: Tensor, mask: Tensor, scale: float = 1.0) -> dict[str, Any]:
+def encode_layout(values: Tensor, mask: Tensor) -> dict[str, Any]:
     """Only the cells of ``values`` where ``mask`` is true, as one byte each; the mask is the index and travels
     separately (``encode_bits``), once per layer."""
     if values.shape != mask.shape:
         raise ValueError(f"values {tuple(values.shape)} and mask {tuple(mask.shape)} differ in shape")
-    kept = values.detach().cpu()[mask.cpu()]  # (number of true cells,) in row-major order
+    values = values.detach().to(torch.float32).cpu()
+    mask = mask.cpu()
+    scales = _row_scales(values * mask)
+    quantised = torch.from_numpy(_to_u8(values * mask, scales))
+    kept = quantised[mask]  # (number of true cells,) in row-major order
     return {
         "encoding": "layout-u8",
         "shape": list(values.shape),
-        "scale": float(scale),
+        "row_scales": _b64(scales.numpy().astype("<f4").tobytes()),
         "cells": int(kept.numel()),
-        "data": _b64(_to_u8(kept, scale).tobytes()),
+        "data": _b64(kept.numpy().tobytes()),
     }
 
 
@@ -84,23 +101,21 @@ def decode(block: dict[str, Any], mask: dict[str, Any] | np.ndarray | None = Non
     kind = block.get("encoding")
     if kind == "bits":
         return decode_bits(block).astype(np.float32)
+    if kind not in ("dense-u8", "layout-u8"):
+        raise ValueError(f"unknown encoding {kind!r}")
     shape = tuple(block["shape"])
     raw = np.frombuffer(_unb64(block["data"]), dtype=np.uint8).astype(np.float32)
-    values = raw / 255.0 * float(block.get("scale", 1.0))
+    scales = np.frombuffer(_unb64(block["row_scales"]), dtype="<f4").reshape(shape[:-1])
     if kind == "dense-u8":
-        return values.reshape(shape)
-    if kind == "layout-u8":
-        if mask is None:
-            raise ValueError("a layout-u8 block needs the layout mask to decode")
-        mask = decode_bits(mask) if isinstance(mask, dict) else np.asarray(mask, dtype=bool)
-        if mask.shape != shape or int(mask.sum()) != values.size:
-            raise ValueError(
-                f"layout mask {mask.shape} with {int(mask.sum())} cells does not index this block"
-            )
-        out = np.zeros(shape, dtype=np.float32)
-        out[mask] = values
-        return out
-    raise ValueError(f"unknown encoding {kind!r}")
+        return raw.reshape(shape) / 255.0 * scales[..., None]
+    if mask is None:
+        raise ValueError("a layout-u8 block needs the layout mask to decode")
+    mask = decode_bits(mask) if isinstance(mask, dict) else np.asarray(mask, dtype=bool)
+    if mask.shape != shape or int(mask.sum()) != raw.size:
+        raise ValueError(f"layout mask {mask.shape} with {int(mask.sum())} cells does not index this block")
+    out = np.zeros(shape, dtype=np.float32)
+    out[mask] = raw
+    return out / 255.0 * scales[..., None]
 
 
 def encoded_cells(block: dict[str, Any]) -> int:

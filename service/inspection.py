@@ -283,7 +283,7 @@ def analyse(
 def _gradient_payload(
     explained: Any, target_info: dict[str, Any], chosen_layers: list[int]
 ) -> dict[str, Any]:
-    """Per requested layer the (n, n) map, scaled to its maximum; and the target's row of the accumulated
+    """Per requested layer the (n, n) map; and the target's row of the accumulated
     relevance without the identity (what attention, not the residual, brought to the target)."""
     maps = [
         gradient_times_attention(A.float().cpu(), g.float().cpu())  # (n, n)
@@ -293,6 +293,5 @@ def _gradient_payload(
     row = (relevance(maps) - torch.eye(n))[target_info["position"]]  # (n,)
     encoded = []
     for layer in chosen_layers:
-        scale = float(maps[layer].max())
-        encoded.append({"layer": layer} | encode_dense(maps[layer], scale=scale if scale > 0 else 1.0))
+        encoded.append({"layer": layer} | encode_dense(maps[layer]))
     return {"target": target_info, "maps": encoded, "relevance": [round(float(v), 6) for v in row]}

@@ -23,14 +23,15 @@ function decodeBits(block) {
 
 function decodeValues(block, mask) {
   const count = block.shape.reduce((a, b) => a * b, 1);
+  const width = block.shape[block.shape.length - 1];
   const raw = bytesOf(block.data);
-  const scale = (block.scale ?? 1) / 255;
+  const scales = new Float32Array(bytesOf(block.row_scales).buffer); // little-endian float32 row maxima
   const out = new Float32Array(count);
   if (block.encoding === "dense-u8") {
-    for (let i = 0; i < count; i++) out[i] = raw[i] * scale;
+    for (let i = 0; i < count; i++) out[i] = (raw[i] / 255) * scales[Math.floor(i / width)];
   } else if (block.encoding === "layout-u8") {
     let j = 0; // the layout mask is the index: its true cells in row-major order
-    for (let i = 0; i < count; i++) if (mask[i]) out[i] = raw[j++] * scale;
+    for (let i = 0; i < count; i++) if (mask[i]) out[i] = (raw[j++] / 255) * scales[Math.floor(i / width)];
   } else {
     throw new Error(`unknown encoding ${block.encoding}`);
   }

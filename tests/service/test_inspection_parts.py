@@ -153,3 +153,19 @@ def test_relevance_of_no_maps_is_identity_and_grows_with_them():
     assert torch.allclose(relevance([zero, zero]), torch.eye(n))
     one = torch.full((n, n), 0.1)
     assert (relevance([one]) > torch.eye(n) - 1e-9).all()
+
+
+def test_row_scales_keep_precision_for_long_uniform_rows():
+    n = 500  # weights ≈ 0.002: below one step of a global 0–1 byte scale, exact with a per-row scale
+    probs = torch.full((1, 4, n), 1 / n)
+    probs[0, 1, :2] = torch.tensor([0.5, 0.5]) + 0  # a peaked row next to the flat ones
+    probs[0, 1, 2:] = 0
+    decoded = decode(encode_dense(probs))
+    assert np.abs(decoded[0, 0] - 1 / n).max() <= (1 / n) * QUANTISATION_ERROR + 1e-9
+    rows = probs.amax(-1, keepdim=True).numpy()
+    assert (np.abs(decoded - probs.numpy()) <= rows * QUANTISATION_ERROR + 1e-7).all()
+
+
+def test_unknown_encoding_is_refused():
+    with pytest.raises(ValueError, match="unknown encoding"):
+        decode({"encoding": "f16", "shape": [1], "data": ""})
