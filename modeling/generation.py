@@ -128,24 +128,29 @@ def choose_token(logits: Tensor, sampling: Sampling, generator: torch.Generator 
 
 # ---- the stream -----------------------------------------------------------------------------------------------
 class _Detokenizer:
-    """Incremental text: decode the generated ids after a few prompt ids, emit only what is new and complete."""
+    """Incremental text with constant work per token: decode a short window of ids twice, emit the difference.
+
+    ``prefix`` ids are those whose text was already emitted (kept so that a tokenizer's decoder sees the
+    context, e.g. the space before a word); ``read`` marks where the not-yet-emitted ids start. Text ending
+    in U+FFFD is half a UTF-8 character (byte-level BPE): held back until the rest arrives.
+    """
 
     def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int]) -> None:
         self.tokenizer = tokenizer
-        self.context = prompt_ids[-4:]
-        self.prefix = tokenizer.decode(self.context, skip_special_tokens=True)
-        self.ids: list[int] = []
-        self.emitted = 0  # characters of the generated text already returned
+        self.ids = prompt_ids[-4:]
+        self.prefix, self.read = 0, len(self.ids)
         self.text = ""  # the generated text so far, special tokens left out
 
     def add(self, token_id: int, final: bool) -> str:
         self.ids.append(token_id)
-        full = self.tokenizer.decode(self.context + self.ids, skip_special_tokens=True)
-        text = full[len(self.prefix) :] if full.startswith(self.prefix) else full
-        if text.endswith("\ufffd") and not final:  # half a UTF-8 character: wait for the rest
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        after = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if not final and (len(after) <= len(before) or after.endswith("\ufffd")):
             return ""
-        self.text = text
-        new, self.emitted = text[self.emitted :], len(text)
+        new = after[len(before) :]
+        self.prefix, self.read = self.read, len(self.ids)
+        self.text += new
         return new
 
 

@@ -213,3 +213,53 @@ def test_repetition_penalty_changes_the_stream(decoder) -> None:
 def test_bad_prompts_raise_clear_errors(decoder, prompt) -> None:
     with pytest.raises(ValueError, match="^prompt_ids:"):
         list(stream_tokens(decoder, tiny_tokenizer(), prompt, Sampling()))
+
+
+class ScriptedDecoder(torch.nn.Module):
+    """Emits a fixed list of ids, whatever the input: tests the text side of the stream exactly."""
+
+    def __init__(self, script: list[int], vocab_size: int) -> None:
+        super().__init__()
+        self.script, self.step = script, 0
+        self.config = DecoderConfig(
+            vocab_size=vocab_size, d_model=8, n_layers=1, n_heads=1, d_ff=8, max_len=256
+        )
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def new_cache(self):
+        self.step = 0
+        return []
+
+    def next_logits(self, ids, cache):
+        logits = torch.zeros(1, self.config.vocab_size)
+        logits[0, self.script[self.step]] = 10.0
+        self.step += 1
+        return logits
+
+
+def test_byte_level_text_is_streamed_whole_characters_only() -> None:
+    from tokenizers import decoders, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=280,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(["el perro come pan", "la casa es grande"], trainer)
+    text = " año, señor ñandú: ¿qué tal? 😀"
+    script = tokenizer.encode(text).ids
+    assert any("\ufffd" in tokenizer.decode([i]) for i in script)  # some tokens are half a character
+    prompt = tokenizer.encode("el perro").ids
+    model = ScriptedDecoder(script, tokenizer.get_vocab_size())
+    tokens = list(stream_tokens(model, tokenizer, prompt, Sampling(max_new_tokens=len(script))))
+    assert [t.id for t in tokens] == script
+    assert all("\ufffd" not in t.text for t in tokens)
+    assert "".join(t.text for t in tokens) == text
+    stopped = list(
+        stream_tokens(model, tokenizer, prompt, Sampling(max_new_tokens=len(script), stop=["ñandú"]))
+    )
+    assert stopped[-1].finish_reason == "stop_sequence"
+    assert "".join(t.text for t in stopped).endswith("ñandú")
