@@ -4,7 +4,8 @@
 a JSON-ready dict:
 
 - ``tokens``: id, vocabulary string, surface text ``text[start:end]`` (offsets in Python code points, so
-  accents and ``ñ`` survive a normaliser that strips them), ``special`` and ``punctuation`` flags;
+  accents and ``ñ`` survive a normaliser that strips them; a special token the template added, with no
+  surface, shows its vocabulary string), ``special`` and ``punctuation`` flags;
 - ``layouts``: per requested layer the pattern, block size and the layout's token mask (H', n, n) as bits —
   which cells are structurally zero (sparse pattern, causality) as opposed to learned near-zero — and, for a
   block-sparse layer, the cells its kernel computes (``computed``, bits): the rest is never computed;
@@ -70,7 +71,9 @@ def tokenize(tokenizer: Any, text: str) -> Tokens:
     """Token ids, offsets and surface text of ``text`` with a ``tokenizers.Tokenizer``."""
     encoding = tokenizer.encode(text)
     added = tokenizer.get_added_tokens_decoder()
-    special_ids = {i for i, token in added.items() if token.special}
+    # [UNK] and a typed [MASK] stand for words of the text; the template's [CLS], [SEP], <s> … are special
+    words = {getattr(tokenizer.model, "unk_token", None), "[MASK]"}
+    special_ids = {i for i, token in added.items() if token.special and token.content not in words}
     entries = []
     for index, (token_id, token, (start, end), flagged) in enumerate(
         zip(encoding.ids, encoding.tokens, encoding.offsets, encoding.special_tokens_mask, strict=True)

@@ -139,6 +139,8 @@ def test_encoder_targets(loaded):
     mask_position = tokens.ids.index(4)
     target = analyse(checkpoint.model, checkpoint.tokenizer, TEXT)["gradient"]["target"]
     assert target["position"] == mask_position and not target["masked_input"]
+    unknown = analyse(checkpoint.model, checkpoint.tokenizer, "😀")  # [UNK] is a word of the text
+    assert unknown["gradient"]["target"]["position"] == 1 and not unknown["tokens"][1]["special"]
     plain = "La niña lee un libro."
     target = analyse(checkpoint.model, checkpoint.tokenizer, plain)["gradient"]["target"]
     first_word = checkpoint.tokenizer.encode(plain).ids[1]
