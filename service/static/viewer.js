@@ -229,7 +229,9 @@ function drawGrid() {
       canvas.dataset.head = map.head;
       canvas.title = `layer ${map.layer}, head ${map.head}`;
       paint(canvas, map, { absolute, layout });
+      canvas.tabIndex = 0; // reachable with the keyboard: Enter opens the detail
       canvas.addEventListener("click", () => openDetail(map.layer, map.head));
+      canvas.addEventListener("keydown", (event) => { if (event.key === "Enter") openDetail(map.layer, map.head); });
       grid.append(canvas);
     }
   }
@@ -342,7 +344,8 @@ function drawArcs() {
   const threshold = Math.max(0, Number($("threshold").value) || 0);
   const svg = $("arcs");
   const NS = "http://www.w3.org/2000/svg";
-  const row = 18, width = 320, left = 110, right = width - 110;
+  const row = Math.max(8, Math.min(18, Math.floor(1800 / n))), width = 320, left = 110, right = width - 110;
+  svg.style.fontSize = `${Math.max(7, row - 6)}px`;
   svg.setAttribute("width", width);
   svg.setAttribute("height", n * row + 10);
   svg.replaceChildren();
@@ -353,8 +356,8 @@ function drawArcs() {
     keys.sort((a, b) => map.values[q * n + b] - map.values[q * n + a]);
     for (const j of keys.slice(0, k)) {
       const line = document.createElementNS(NS, "line");
-      line.setAttribute("x1", left); line.setAttribute("y1", q * row + 14);
-      line.setAttribute("x2", right); line.setAttribute("y2", j * row + 14);
+      line.setAttribute("x1", left); line.setAttribute("y1", (q + 0.75) * row);
+      line.setAttribute("x2", right); line.setAttribute("y2", (j + 0.75) * row);
       line.setAttribute("stroke-width", 1 + 3 * map.values[q * n + j]);
       line.setAttribute("stroke-opacity", Math.max(0.15, map.values[q * n + j]).toFixed(3));
       line.dataset.query = q;
@@ -366,7 +369,7 @@ function drawArcs() {
     for (const side of ["query", "key"]) {
       const text = document.createElementNS(NS, "text");
       text.setAttribute("x", side === "query" ? left - 6 : right + 6);
-      text.setAttribute("y", i * row + 18);
+      text.setAttribute("y", (i + 1) * row);
       text.setAttribute("text-anchor", side === "query" ? "end" : "start");
       if (token.special) text.setAttribute("class", "special");
       text.textContent = clip(label(token));
