@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from modeling.blocks import Block
+from modeling.blocks import Block, Projection
 from modeling.config import DecoderConfig
 from modeling.encoder import Embeddings, check_ids, check_mask, init_weights
 from modeling.kv_cache import KVCache
@@ -31,13 +31,12 @@ class Decoder(nn.Module):
         self.embeddings = Embeddings(config)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.final_norm = make_norm(config) if config.norm_placement == "pre" else None
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head = Projection(config.d_model, config.vocab_size, bias=False)
         for module in self.modules():  # not self.apply: Rope defines its own apply()
             init_weights(module)
         if config.tie_embeddings:
             self.lm_head.weight = self.embeddings.tokens.weight  # one matrix, saved once
         self._layouts: dict[int, list[Layout | None]] = {}
-        self._head_t: tuple[tuple[int, int, torch.dtype], Tensor] | None = None
 
     def new_cache(self) -> list[KVCache]:
         """One empty cache per layer."""
@@ -101,24 +100,9 @@ class Decoder(nn.Module):
         return ModelOutput(self.logits(hidden), hidden, attentions)
 
     def next_logits(self, ids: Tensor, cache: list[KVCache], pad_mask: Tensor | None = None) -> Tensor:
-        """One decoding step: feed ``ids (B, T)`` through the cache, return the last position's logits ``(B, V)``.
-
-        Without autograd the head multiplies by a cached ``(d, V)`` copy of its weight: for a single row the
-        (in, out) layout halves the time of the largest mat-vec (measured in bench/models.py)."""
+        """One decoding step: feed ``ids (B, T)`` through the cache, return the last position's logits ``(B, V)``."""
         hidden, _ = self.hidden_states(ids, pad_mask, cache)
-        if torch.is_grad_enabled() or self.lm_head.weight.is_inference():  # inference tensors have no version
-            return self.logits(hidden[:, -1])
-        return hidden[:, -1] @ self.head_transposed()  # (B, d) @ (d, V)
-
-    def head_transposed(self) -> Tensor:
-        """``lm_head.weight.T`` as a contiguous ``(d, V)`` tensor, rebuilt whenever the weight changes
-        (another tensor, dtype or device, or an in-place update, which bumps the tensor's version)."""
-        weight = self.lm_head.weight
-        key = (weight.data_ptr(), weight._version, weight.dtype)
-        if self._head_t is None or self._head_t[0] != key:
-            with torch.no_grad():
-                self._head_t = (key, weight.detach().t().contiguous())
-        return self._head_t[1]
+        return self.logits(hidden[:, -1])
 
     def logits(self, hidden: Tensor) -> Tensor:
         """The output head alone: ``hidden (…, d)`` → ``(…, V)``."""

@@ -95,3 +95,23 @@ def test_block_dropout_only_in_training() -> None:
     assert torch.equal(
         block(x, layout=None, positions=positions)[0], block(x, layout=None, positions=positions)[0]
     )
+
+
+def test_projection_single_row_fast_path_equals_linear_and_follows_updates() -> None:
+    from modeling.blocks import Projection
+
+    torch.manual_seed(6)
+    projection = Projection(16, 40)
+    x = torch.randn(1, 1, 16)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(x, projection.weight, projection.bias)
+        torch.testing.assert_close(projection(x), expected)
+        assert "_transposed" in projection.__dict__  # the fast path was taken
+        projection.weight.add_(1.0)  # in place: the cached copy must not go stale
+        torch.testing.assert_close(
+            projection(x), torch.nn.functional.linear(x, projection.weight, projection.bias)
+        )
+    assert "_transposed" not in projection.state_dict()
+    y = projection(x)  # with autograd: the ordinary product, differentiable
+    y.sum().backward()
+    assert projection.weight.grad is not None
