@@ -22,7 +22,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modeling.checkpoint import load_checkpoint
-from training.data import DataError, mask_tokens, pack_decoder, pack_encoder, read_corpus, shift, token_stream
+from training.data import (
+    DataError,
+    load_stream,
+    mask_tokens,
+    pack_decoder,
+    pack_encoder,
+    read_corpus,
+    shift,
+    token_stream,
+)
 from training.ngram import KneserNeyTrigram
 from training.objectives import hidden_of
 from training.precision import Autocast, autocast_for
@@ -177,7 +186,7 @@ def evaluate_checkpoint(
     max_sequences: int = 128,
     batch_size: int = 8,
     pppl_tokens: int = 512,
-    ngram_positions: int = 2000,
+    ngram_positions: int = 1000,
     seed: int = 0,
     precision: str = "auto",
 ) -> dict[str, Any]:
@@ -255,9 +264,8 @@ def _baseline(config, tokenizer, rows, split, corpus, documents, info, specials,
             "name": "interpolated Kneser-Ney trigram",
             "skipped": "the training documents are not available",
         }
-    lm = KneserNeyTrigram(
-        token_stream(tokenizer, [source[n] for n in train_names]), tokenizer.get_vocab_size()
-    )
+    stream = _training_stream(tokenizer, train_names, source, info)
+    lm = KneserNeyTrigram(stream, tokenizer.get_vocab_size())
     result: dict[str, Any] = {
         "name": "interpolated Kneser-Ney trigram",
         "trained_on": f"{len(train_names)} training documents",
@@ -273,6 +281,17 @@ def _baseline(config, tokenizer, rows, split, corpus, documents, info, specials,
     else:
         result |= ngram_perplexity(lm, rows, boundary=vocab["</s>"])
     return result
+
+
+def _training_stream(tokenizer, train_names: list[str], source: dict[str, str], info: dict) -> Tensor:
+    """The training documents' tokens: the run's cache (OUT/data) when it matches, else tokenized now."""
+    cache = Path(info["run_dir"]) / "data" if info.get("run_dir") else None
+    if cache is not None and (cache / "train.npy").is_file() and (cache / "key.json").is_file():
+        key = json.loads((cache / "key.json").read_text(encoding="utf-8"))
+        cached = json.loads((cache / "tokenizer.json").read_text(encoding="utf-8"))
+        if key.get("train") == train_names and cached == json.loads(tokenizer.to_str()):
+            return load_stream(cache / "train.npy")
+    return token_stream(tokenizer, [source[n] for n in train_names])
 
 
 def save_evaluation(path: str | Path, result: dict[str, Any]) -> Path:

@@ -211,6 +211,7 @@ def _train(
                 "overrides": overrides,
                 "command": command,
                 "corpus": str(corpus.resolve()),
+                "run_dir": str(out.resolve()),
                 "split": {
                     "seed": recipe.data.seed,
                     "validation_fraction": recipe.data.validation_fraction,

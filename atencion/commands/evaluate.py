@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pppl-tokens", type=int, default=512, help="tokens for the encoder's pseudo-perplexity"
     )
-    parser.add_argument("--ngram-positions", type=int, default=2000, help="masked positions the n-gram fills")
+    parser.add_argument("--ngram-positions", type=int, default=1000, help="masked positions the n-gram fills")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation masking")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
 
