@@ -43,6 +43,7 @@ class Projection(nn.Linear):
         if (
             self.out_features <= self.in_features
             or torch.is_grad_enabled()
+            or torch.is_autocast_enabled(x.device.type)  # a bf16 mat-vec is far slower here
             or x.shape[:-1].numel() != 1
             or self.weight.is_inference()  # inference tensors carry no version counter
         ):

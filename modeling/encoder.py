@@ -118,14 +118,15 @@ class Encoder(nn.Module):
         c = self.config
         return [layout_for(c.attention, layer, n, c.n_heads, causal=False) for layer in range(c.n_layers)]
 
-    def forward(
+    def hidden_states(
         self,
         ids: Tensor,
         pad_mask: Tensor | None = None,
         token_types: Tensor | None = None,
         need_weights: bool = False,
-    ) -> ModelOutput:
-        """``ids (B, T)``, ``pad_mask (B, T)`` True for real tokens, ``token_types (B, T)`` → ``ModelOutput``."""
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
+        """The final hidden states ``(B, T, d)`` and, on request, each layer's probabilities ``(B, H, T, T)``;
+        training runs the head on the masked rows only."""
         c = self.config
         check_ids(ids, c.vocab_size, c.max_len)
         B, T = ids.shape
@@ -147,7 +148,18 @@ class Encoder(nn.Module):
             )
             attentions.append(weights)
         hidden = x if self.final_norm is None else self.final_norm(x)
-        return ModelOutput(self.logits(hidden), hidden, tuple(attentions) if need_weights else None)
+        return hidden, (tuple(attentions) if need_weights else None)
+
+    def forward(
+        self,
+        ids: Tensor,
+        pad_mask: Tensor | None = None,
+        token_types: Tensor | None = None,
+        need_weights: bool = False,
+    ) -> ModelOutput:
+        """``ids (B, T)``, ``pad_mask (B, T)`` True for real tokens, ``token_types (B, T)`` → ``ModelOutput``."""
+        hidden, attentions = self.hidden_states(ids, pad_mask, token_types, need_weights)
+        return ModelOutput(self.logits(hidden), hidden, attentions)
 
     def logits(self, hidden: Tensor) -> Tensor:
         """The MLM head alone: ``hidden (…, d)`` → ``(…, V)``."""

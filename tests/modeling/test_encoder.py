@@ -76,6 +76,7 @@ def test_head_alone_at_chosen_positions_equals_full_logits() -> None:
         out = model(ids)
         chosen = torch.tensor([[0, 4], [1, 8]])
         at = model.logits(out.hidden[chosen[:, 0], chosen[:, 1]])  # (2, V)
+        assert torch.equal(model.hidden_states(ids)[0], out.hidden)
     assert out.logits.shape == (2, 9, 60) and out.hidden.shape == (2, 9, 32) and out.attentions is None
     torch.testing.assert_close(at, out.logits[chosen[:, 0], chosen[:, 1]])
 
