@@ -228,18 +228,19 @@ are the steadier measure, and every ratio compares runs interleaved under the sa
         + "\n".join(sections)
         + """
 Why the targets are missed, where they are:
-- Encoder, fp32: both sides run the same float32 GEMMs (the vocabulary projection and the feed-forwards
-  dominate at 4 × 256); ours saves the split q/k/v projections and little else, so fp32 is at parity. bf16
-  weights use the CPU's avx512_bf16 GEMMs, about twice as fast. bf16 autocast keeps fp32 weights and casts
-  them on every call, which costs what it saves here.
+- Encoder, fp32: both sides run the same float32 GEMMs — about 22 GFLOP per forward, over a third of it in
+  the vocabulary projection — and this CPU does ~75 GFLOP/s in fp32, so the forward is GEMM-bound on both
+  sides; ours saves the split q/k/v projections and little else: fp32 is at parity. bf16 (weights, or fp32
+  weights under autocast) runs the GEMMs on the CPU's avx512_bf16 units, about twice as fast.
 - Generation: a decode step is a chain of single-row mat-vecs over ~25 MB of float32 weights, bound by memory
   bandwidth on both sides. Ours saves transformers' per-token overhead (its generate loop, cache objects,
-  mask building), logits for the last position only, and reads widening projections and the output head
-  from an (in, out) copy (`modeling.blocks.Projection`), but the bytes to stream stay the same. bf16 weights
-  would halve them, but this torch build has no fast bf16 mat-vec on this CPU (1.4 GB/s measured, against
-  10–20 GB/s in fp32), so bf16 decoding is slower. Remaining per-token overhead sits in the attention module
-  (RoPE angles recomputed for q and k in every layer, a causal mask built for a single query row, the qkv
-  projection through `F.linear`); patching those three in a scratch run gave +19% tokens per CPU-second.
+  mask building), computes logits for the last position only, and reads widening projections and the output
+  head from an (in, out) copy (`modeling.blocks.Projection`, ~2× faster per mat-vec), but the bytes to stream
+  stay the same. bf16 weights would halve them, but bf16 mat-vecs here run at ~6 GB/s of weights against
+  ~17 GB/s for fp32 (measured streaming 256→1024 weights, 1 thread), so bf16 decoding does not pay. Remaining
+  per-token overhead sits in the attention module (RoPE angles recomputed for q and k in every layer, a
+  causal mask built for a single query row, the qkv projection through `F.linear`); patching those three in
+  a scratch run gave +19% tokens per CPU-second.
 """
     )
     print(text)
