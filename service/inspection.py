@@ -279,14 +279,17 @@ def analyse(
         "row": (0 if first_special else target) if kind == "encoder" else n - 1,
         "matrix": encode_dense(rolled.clamp(0, 1)),
     }
-    payload["gradient"] = _gradient_payload(explained, target_info, chosen_layers) if gradient else None
+    payload["gradient"] = (
+        _gradient_payload(explained, target_info, chosen_layers, masks) if gradient else None
+    )
     return payload
 
 
 def _gradient_payload(
-    explained: Any, target_info: dict[str, Any], chosen_layers: list[int]
+    explained: Any, target_info: dict[str, Any], chosen_layers: list[int], masks: dict[int, Tensor]
 ) -> dict[str, Any]:
-    """Per requested layer the (n, n) map; and the target's row of the accumulated
+    """Per requested layer the (n, n) map — where some cell is structurally zero for every head, only the
+    cells some head may use, indexed by their own ``mask`` bits — and the target's row of the accumulated
     relevance without the identity (what attention, not the residual, brought to the target)."""
     maps = [
         gradient_times_attention(A.float().cpu(), g.float().cpu())  # (n, n)
@@ -296,5 +299,9 @@ def _gradient_payload(
     row = (relevance(maps) - torch.eye(n))[target_info["position"]]  # (n,)
     encoded = []
     for layer in chosen_layers:
-        encoded.append({"layer": layer} | encode_dense(maps[layer]))
+        union = masks[layer].any(0)  # (n, n): the cells some head may use
+        if bool(union.all()):
+            encoded.append({"layer": layer} | encode_dense(maps[layer]))
+        else:
+            encoded.append({"layer": layer, "mask": encode_bits(union)} | encode_layout(maps[layer], union))
     return {"target": target_info, "maps": encoded, "relevance": [round(float(v), 6) for v in row]}

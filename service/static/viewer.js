@@ -431,7 +431,7 @@ function drawAttribution() {
   for (const block of gradient.maps) {
     const figure = document.createElement("figure");
     const canvas = document.createElement("canvas");
-    paint(canvas, { n, values: decodeValues(block), mask: null });
+    paint(canvas, { n, values: decodeValues(block, block.mask ? decodeBits(block.mask) : null), mask: null });
     const caption = document.createElement("figcaption");
     caption.textContent = `layer ${block.layer}`;
     figure.append(canvas, caption);

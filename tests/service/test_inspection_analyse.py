@@ -11,6 +11,8 @@ from modeling.config import EncoderConfig
 from service.encoding import QUANTISATION_ERROR, decode, decode_bits
 from service.gradients import attention_gradients
 from service.inspection import InspectionError, InspectionTooLarge, analyse
+from service.rollout import gradient_times_attention
+from service.structure import allowed_keys
 
 TEXT = "¿Dónde está la niña? El gato [MASK] en la casa."
 NAMES = ["encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse"]
@@ -123,7 +125,7 @@ def test_gradient_times_attention_is_non_negative_and_zero_outside_the_layout(lo
     assert "error" not in gradient
     layouts = {entry["layer"]: decode_bits(entry["mask"]) for entry in payload["layouts"]}
     for block in gradient["maps"]:
-        values = decode(block)
+        values = decode(block, block.get("mask"))
         allowed_by_any_head = layouts[block["layer"]].any(0)
         assert (values >= 0).all()
         assert (values[~allowed_by_any_head] == 0).all()
@@ -131,6 +133,22 @@ def test_gradient_times_attention_is_non_negative_and_zero_outside_the_layout(lo
     if name.startswith("decoder"):  # nothing after the target can explain its next-token prediction
         target = gradient["target"]["position"]
         assert all(v == 0 for v in gradient["relevance"][target + 1 :])
+
+
+@pytest.mark.parametrize("name", ["encoder-sparse", "decoder-sparse"])
+def test_gradient_map_before_encoding_is_zero_outside_the_layout(loaded, name):
+    """The property itself, on the float32 maps (the payload's layout-u8 encoding would hide a violation)."""
+    checkpoint = loaded[name]
+    ids = checkpoint.tokenizer.encode(TEXT).ids
+    n = len(ids)
+    explained = attention_gradients(checkpoint.model, ids, position=n - 2)
+    assert set(explained.routes) == {"values"}  # the block-sparse kernel: ∂L/∂A through the values
+    for layer, (A, G) in enumerate(zip(explained.attentions, explained.gradients, strict=True)):
+        mask, _, _ = allowed_keys(checkpoint.config, layer, n)
+        per_head = (A * G).clamp_min(0)  # (H, n, n)
+        assert (per_head[~mask] == 0).all()
+        assert (gradient_times_attention(A, G)[~mask.any(0)] == 0).all()
+        assert G[mask].abs().max() > 0
 
 
 def test_encoder_targets(loaded):
