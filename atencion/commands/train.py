@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     command = shlex.join(["atencion", *sys.argv[1:]])
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
-        command = f"torchrun --nproc_per_node {world} -m {command.replace('atencion', 'atencion', 1)}"
+        command = f"torchrun --nproc_per_node {world} -m {command}"
     try:
         path = train(
             recipe, args.corpus, args.out, overrides=args.overrides, resume=args.resume, command=command

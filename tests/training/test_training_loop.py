@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_recipe
+from training_helpers import write_recipe
 
 from modeling.checkpoint import load_checkpoint
 from training.loop import parameter_groups, train

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import spanish_text
+from training_helpers import spanish_text
 
 from training.tokenizer import TokenizerError, special_ids, train_tokenizer
 
