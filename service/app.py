@@ -79,6 +79,9 @@ def build_apis(settings: Settings, models: list[ServedModel]) -> list[ls.LitAPI]
     if "decoder" in kinds:
         apis += [GenerateAPI(models, settings.limits), GenerateStreamAPI(models, settings.limits)]
     apis.append(AttentionAPI(models, settings.limits))
+    workers = settings.workers_per_device * (len(apis) - 1) + 1  # the attention API has one worker
+    for api in apis:
+        api.threads = max(1, (os.cpu_count() or 1) // workers)  # no more torch threads than cores, in all
     return apis
 
 
@@ -90,7 +93,11 @@ def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) ->
         "version": __version__,
         "models": [m.describe() for m in models],
         "defaults": defaults,
-        "device": {"accelerator": server._connector.accelerator, "devices": list(map(str, server.devices))},
+        "device": {
+            "accelerator": server._connector.accelerator,
+            "devices": list(map(str, server.devices)),
+            "torch_threads_per_worker": min(api.threads for api in server.litapi_connector),
+        },
         "limits": asdict(settings.limits),
         "batching": {"max_batch_size": settings.max_batch_size, "batch_timeout": settings.batch_timeout},
         "workers_per_device": settings.workers_per_device,

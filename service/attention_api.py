@@ -23,9 +23,10 @@ class AttentionAPI(ls.LitAPI):
         super().__init__(max_batch_size=1, api_path=PATH)
         self.served = models
         self.limits = limits
+        self.threads = 1  # torch threads in the worker; service.app sets it from the core count
 
     def setup(self, device: str) -> None:
-        self.checkpoints = load_for_worker(self.served, None, device)
+        self.checkpoints = load_for_worker(self.served, None, device, self.threads)
 
     def decode_request(self, request: AttentionRequest) -> AttentionRequest:
         return request

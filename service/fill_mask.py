@@ -9,11 +9,16 @@ Scores follow the Hugging Face pipeline: softmax over the whole vocabulary at th
 ``top_k`` best (or the given ``targets``), ``sequence`` being the text with that mask filled in.
 """
 
+import time
 from dataclasses import dataclass
+from queue import Empty
 from typing import Any
 
 import litserve as ls
 import torch
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.loops.simple_loops import BatchedLoop
+from litserve.utils import LitAPIStatus, LoopResponseType
 
 from service.errors import InputError, error_response
 from service.metrics import BATCH_SIZE, INPUT_TOKENS
@@ -36,17 +41,54 @@ class Prepared:
     single: bool  # "inputs" was a string, not a list
 
 
+class PatientBatchedLoop(BatchedLoop):
+    """LitServe's batched loop, gathering a batch without spinning.
+
+    LitServe 0.2.19 polls the request queue every millisecond for as long as the server runs, idle or not, each
+    poll a round trip to the multiprocessing manager: two processes kept busy, which on a 2-core machine slows
+    every other worker. Here the worker blocks until a first request arrives, then gathers more until
+    ``batch_timeout`` has passed since that first one (or the batch is full).
+    """
+
+    def get_batch_requests(self, lit_api: ls.LitAPI, request_queue: Any, transport: Any) -> tuple[list, list]:
+        payloads: list = []
+        timed_out: list = []
+        try:
+            item = request_queue.get(timeout=1.0)
+        except Empty:
+            return payloads, timed_out
+        deadline = time.monotonic() + lit_api.batch_timeout
+        while True:
+            if item == _SENTINEL_VALUE:
+                raise _StopLoopError()
+            queue_id, uid, timestamp, body = item
+            self.put_response(transport, queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR)
+            expired = lit_api.request_timeout not in (-1, False, None) and (
+                time.monotonic() - timestamp > lit_api.request_timeout
+            )
+            (timed_out if expired else payloads).append((queue_id, uid) if expired else (queue_id, uid, body))
+            if len(payloads) + len(timed_out) >= lit_api.max_batch_size:
+                return payloads, timed_out
+            try:
+                remaining = deadline - time.monotonic()
+                item = request_queue.get(timeout=remaining) if remaining > 0 else request_queue.get_nowait()
+            except Empty:
+                return payloads, timed_out
+
+
 class FillMaskAPI(ls.LitAPI):
     """One worker holds every served encoder; a batch may mix models (one forward per model)."""
 
     def __init__(self, models: list[ServedModel], limits: Limits, max_batch_size: int, batch_timeout: float):
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=PATH)
+        loop = PatientBatchedLoop() if max_batch_size > 1 else "auto"
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=PATH, loop=loop)
         self.served = [m for m in models if m.kind == "encoder"]
         self.limits = limits
+        self.threads = 1  # torch threads in the worker; service.app sets it from the core count
 
     def setup(self, device: str) -> None:
         self.device = device
-        self.checkpoints = load_for_worker(self.served, "encoder", device)
+        self.checkpoints = load_for_worker(self.served, "encoder", device, self.threads)
 
     # ---- per request (never raises) --------------------------------------------------------------------
     def decode_request(self, request: FillMaskRequest) -> Prepared | InputError:

@@ -71,9 +71,10 @@ class _Decoding(ls.LitAPI):
         super().__init__(max_batch_size=1, api_path=self.route, stream=stream)
         self.served = [m for m in models if m.kind == "decoder"]
         self.limits = limits
+        self.threads = 1  # torch threads in the worker; service.app sets it from the core count
 
     def setup(self, device: str) -> None:
-        self.checkpoints = load_for_worker(self.served, "decoder", device)
+        self.checkpoints = load_for_worker(self.served, "decoder", device, self.threads)
 
     def job(self, request: GenerateRequest) -> Job:
         name = request.model or self.served[0].name
