@@ -66,3 +66,27 @@ def test_inspect_bad_arguments_name_the_problem(tiny_checkpoints, tmp_path, caps
         assert code == 2, arguments
         assert message in captured.err and "Traceback" not in captured.err
     assert not (tmp_path / "a.png").exists()
+
+
+def test_inspect_finds_a_shipped_name_and_reports_an_unknown_hub_reference(
+    tiny_checkpoints, tmp_path, capsys, monkeypatch
+):
+    import atencion.commands.inspect as inspect_command
+
+    shipped = tmp_path / "checkpoints"
+    shipped.mkdir()
+    (shipped / "decoder-dense").symlink_to(tiny_checkpoints / "decoder-dense")
+    monkeypatch.setattr(inspect_command, "SHIPPED", shipped)
+    out = tmp_path / "shipped.png"
+    code, captured = _run_in_process(
+        capsys, "inspect", "Hola.", "--model", "decoder-dense", "--out", str(out)
+    )
+    assert code == 0, captured.err
+    assert out.stat().st_size > 0
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code, captured = _run_in_process(
+        capsys, "inspect", "Hola.", "--model", "nadie/nada@v1", "--out", str(tmp_path / "hub.png")
+    )
+    assert code == 2 and captured.err.startswith("atencion inspect: --model:"), captured.err
