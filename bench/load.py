@@ -40,8 +40,21 @@ import requests
 from bench.report import machine, write_section
 
 REPO = Path(__file__).resolve().parent.parent
+BASELINE = "transformers pipeline (plain FastAPI)"
 FILL = {
     "inputs": "El niño juega con su [MASK] en el parque después de la escuela.",
+    "parameters": {"top_k": 5},
+}
+PARAGRAPH = {  # a longer input: more of the time goes to the forward, less to the HTTP round trip
+    "inputs": " ".join(
+        [
+            "Los niños juegan en el parque después de la escuela y sus padres los esperan en la calle.",
+            "Mañana vamos a la playa con mis amigos si el sol brilla y el cielo está azul.",
+            "El señor compra pan y leche en la tienda, luego vuelve a su casa por la estación.",
+            "Mi madre cocina una sopa muy rica mientras mi hermano escribe una carta a su [MASK].",
+            "Nosotros vivimos en una ciudad pequeña donde el tren sale a las ocho de la mañana.",
+        ]
+    ),
     "parameters": {"top_k": 5},
 }
 GENERATE = {"inputs": "Mañana vamos a la playa con mis amigos y", "parameters": {"max_new_tokens": 16}}
@@ -186,8 +199,8 @@ def stop(process: subprocess.Popen) -> None:
         pass
 
 
-def load(url: str, body: dict, concurrency: int, total: int) -> dict[str, float]:
-    """``total`` requests from ``concurrency`` threads (each its own connection): req/s, p50, p99 (ms)."""
+def load(url: str, body: dict, concurrency: int, total: int) -> dict:
+    """``total`` requests from ``concurrency`` threads (each its own connection): latencies, wall time."""
     latencies: list[float] = []
     failures = [0]
     lock = threading.Lock()
@@ -209,21 +222,32 @@ def load(url: str, body: dict, concurrency: int, total: int) -> dict[str, float]
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - began
-    ordered = sorted(latencies)
-    return {
-        "rps": len(latencies) / wall,
-        "p50": 1000 * statistics.median(ordered),
-        "p99": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-        "failed": failures[0],
-        "n": len(latencies),
-    }
+    return {"latencies": latencies, "wall": time.perf_counter() - began, "failed": failures[0]}
 
 
-def sweep(base: str, path: str, body: dict, counts: dict[int, int]) -> dict[int, dict[str, float]]:
-    for _ in range(3):  # warm-up
-        requests.post(base + path, json=body, timeout=120)
-    return {c: load(base + path, body, c, n) for c, n in counts.items()}
+def interleaved(servers: dict[str, str], path: str, body: dict, counts: dict[int, int], rounds: int):
+    """For each concurrency, ``rounds`` rounds; in each, every server gets its share in turn (the order rotates),
+    so a change in the machine's load during the run hits every server alike. Returns name -> c -> stats."""
+    for base in servers.values():
+        for _ in range(3):  # warm-up
+            requests.post(base + path, json=body, timeout=120)
+    out: dict[str, dict[int, dict[str, float]]] = {name: {} for name in servers}
+    names = list(servers)
+    for c, total in counts.items():
+        parts: dict[str, list[dict]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                parts[name].append(load(servers[name] + path, body, c, max(c, total // rounds)))
+        for name, runs in parts.items():
+            latencies = sorted(x for run in runs for x in run["latencies"])
+            out[name][c] = {
+                "rps": len(latencies) / sum(run["wall"] for run in runs),
+                "p50": 1000 * statistics.median(latencies),
+                "p99": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+                "failed": sum(run["failed"] for run in runs),
+                "n": len(latencies),
+            }
+    return out
 
 
 # ---- report ---------------------------------------------------------------------------------------------------
@@ -256,70 +280,54 @@ def main() -> None:
         return
 
     scale = 0.25 if args.quick else 1.0
-    fill_counts = {1: int(60 * scale), 8: int(240 * scale), 32: int(640 * scale)}
-    gen_counts = {1: int(12 * scale) or 1, 8: int(48 * scale), 32: int(96 * scale)}
+    fill_counts = {1: int(40 * scale), 8: int(160 * scale), 32: int(320 * scale)}
+    gen_counts = {1: int(8 * scale), 8: int(32 * scale), 32: int(64 * scale)}
     load_before = os.getloadavg()
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="atencion-load-"))
     encoder, decoder, baseline, described = prepare_models(work)
-    fill: list[tuple[str, dict]] = []
-    gen: list[tuple[str, dict]] = []
-    answers: dict[str, tuple] = {}
-    for label, flags in (
-        ("atencion, batching off", ["--max-batch-size", "1"]),
-        ("atencion, batching on", ["--max-batch-size", "32", "--batch-timeout", "0.01"]),
-    ):
-        port = free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "atencion",
-            "serve",
-            "--encoder",
-            str(encoder),
-            "--decoder",
-            str(decoder),
-        ]
-        process = start([*command, "--port", str(port), *flags], port, work / f"{label[-3:].strip()}.log")
-        base = f"http://127.0.0.1:{port}"
-        try:
-            fill.append((label, sweep(base, "/fill-mask", FILL, fill_counts)))
-            if label.endswith("on"):
-                gen.append(("atencion", sweep(base, "/generate", GENERATE, gen_counts)))
-                answers["atencion"] = (
-                    requests.post(base + "/fill-mask", json=FILL, timeout=60).json()[0]["token"],
-                    requests.post(base + "/generate", json=GENERATE, timeout=60).json()["generated_text"],
-                )
-        finally:
-            stop(process)
-    baseline_note = "not run: the served encoder has no transformers equivalent (pre-norm)"
+    from tokenizers import Tokenizer
+
+    words = Tokenizer.from_file(str(encoder / "tokenizer.json"))
+    lengths = [len(words.encode(body["inputs"]).ids) for body in (FILL, PARAGRAPH)]
+    serve = [sys.executable, "-m", "atencion", "serve", "--encoder", str(encoder), "--decoder", str(decoder)]
+    commands = {
+        "atencion, batching off": [*serve, "--max-batch-size", "1"],
+        "atencion, batching on": [*serve, "--max-batch-size", "32", "--batch-timeout", "0.01"],
+    }
     if baseline is not None:
-        port = free_port()
-        process = start(
-            [sys.executable, "-m", "bench.load", "--baseline-server", str(baseline), "--port", str(port)],
-            port,
-            work / "baseline.log",
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            theirs = (
+        commands[BASELINE] = [sys.executable, "-m", "bench.load", "--baseline-server", str(baseline)]
+    processes, servers = [], {}
+    try:
+        for index, (name, command) in enumerate(commands.items()):
+            port = free_port()
+            processes.append(start([*command, "--port", str(port)], port, work / f"server-{index}.log"))
+            servers[name] = f"http://127.0.0.1:{port}"
+        answers = {
+            name: (
                 requests.post(base + "/fill-mask", json=FILL, timeout=60).json()[0]["token"],
                 requests.post(base + "/generate", json=GENERATE, timeout=60).json()["generated_text"],
             )
-            same = theirs == answers["atencion"]
-            baseline_note = (
-                "same answers as atencion (top token, greedy text)"
-                if same
-                else f"answers differ: {json.dumps(theirs)} vs {json.dumps(answers['atencion'])}"
-            )
-            fill.append(
-                ("transformers pipeline (plain FastAPI)", sweep(base, "/fill-mask", FILL, fill_counts))
-            )
-            gen.append(
-                ("transformers pipeline (plain FastAPI)", sweep(base, "/generate", GENERATE, gen_counts))
-            )
-        finally:
+            for name, base in servers.items()
+            if name != "atencion, batching off"
+        }
+        rounds = 2 if args.quick else 3
+        fill = interleaved(servers, "/fill-mask", FILL, fill_counts, rounds)
+        paragraph_counts = {c: n // 2 for c, n in fill_counts.items()}
+        paragraph = interleaved(servers, "/fill-mask", PARAGRAPH, paragraph_counts, rounds)
+        generators = {n: u for n, u in servers.items() if n != "atencion, batching off"}
+        gen = interleaved(generators, "/generate", GENERATE, gen_counts, rounds)
+    finally:
+        for process in processes:
             stop(process)
+    baseline_note = "not run: the served encoder has no transformers equivalent (pre-norm)"
+    if baseline is not None:
+        ours, theirs = answers["atencion, batching on"], answers[BASELINE]
+        baseline_note = (
+            "same answers as atencion (top fill-mask token, greedy text)"
+            if ours == theirs
+            else f"answers differ: {json.dumps(theirs)} vs {json.dumps(ours)}"
+        )
     minutes = (time.monotonic() - began) / 60
     markdown = "\n".join(
         [
@@ -327,18 +335,29 @@ def main() -> None:
             "",
             "Command: `python -m bench.load`  ",
             f"Machine: {machine()}  ",
-            f"Models: {described}. Load average before the run: {load_before[0]:.2f} (other engineers' jobs share "
-            f"the 2 cores, and the load generator runs beside the servers: compare ratios). Run took {minutes:.1f} min.",
+            f"Models: {described}. Load average before the run: {load_before[0]:.2f}, after: {os.getloadavg()[0]:.2f} "
+            "(other engineers' jobs share the 2 cores, and the load generator runs beside the servers: compare "
+            f"ratios; each server's share runs in interleaved rounds). Run took {minutes:.1f} min.",
             "",
-            "### POST /fill-mask (one sentence, top_k 5); × = throughput relative to batching off",
+            "All servers run at once: atencion twice (one uvicorn API process each, one inference worker per "
+            "endpoint, one torch thread per worker), and the baseline: one uvicorn process, FastAPI's thread "
+            "pool calling transformers' `pipeline` with torch's default threads. Requests are sent by threads, "
+            "each with its own keep-alive connection.",
             "",
-            table(fill, "atencion, batching off"),
+            f"### POST /fill-mask (one sentence, {lengths[0]} tokens, top_k 5); × = throughput relative to batching off",
+            "",
+            table(list(fill.items()), "atencion, batching off"),
+            "",
+            f"### POST /fill-mask (a five-sentence paragraph, {lengths[1]} tokens, top_k 5)",
+            "",
+            table(list(paragraph.items()), "atencion, batching off"),
             "",
             "### POST /generate (greedy, 16 new tokens; not batched)",
             "",
-            table(gen, "atencion") if gen else "",
+            table(list(gen.items()), "atencion, batching on"),
             "",
-            f"Baseline check: {baseline_note}.",
+            f"Baseline check: {baseline_note}. Generation is not batched by atencion (one request at a time per "
+            "worker; `--workers-per-device` adds workers).",
         ]
     )
     print(markdown)
