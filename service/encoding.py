@@ -9,7 +9,8 @@ the layout's token mask, packed one bit per cell, is the index, so no coordinate
 
 Formats (every encoded block names its ``encoding`` so a client can decode it):
 
-- ``bits``: a bool tensor, row-major, ``numpy.packbits`` order (most significant bit first), base64.
+- ``bits``: a bool tensor, row-major, ``numpy.packbits`` order (most significant bit first), base64; a layout
+  mask that every head shares is sent once, with ``shape`` ``[1, n, n]`` and ``heads`` = H to repeat it.
 - ``dense-u8``: every cell of a ``shape`` tensor, row-major, one byte each, base64; ``row_scales``: base64 of
   ``shape[:-1]`` little-endian float32 row maxima; a cell is ``byte / 255 * row_scales[row]``.
 - ``layout-u8``: the same, but only the cells where the layer's layout mask (a ``bits`` block of the same
@@ -55,12 +56,21 @@ def encode_bits(mask: Tensor) -> dict[str, Any]:
     return {"encoding": "bits", "shape": list(mask.shape), "data": _b64(np.packbits(flat).tobytes())}
 
 
+def encode_head_bits(mask: Tensor) -> dict[str, Any]:
+    """A per-head mask (H, …) as bits, sent once when every head has the same one: then ``shape`` is
+    ``[1, …]`` and ``heads`` says how many heads it stands for (a client repeats it)."""
+    if mask.shape[0] > 1 and bool((mask == mask[:1]).all()):
+        return encode_bits(mask[:1]) | {"heads": int(mask.shape[0])}
+    return encode_bits(mask)
+
+
 def decode_bits(block: dict[str, Any]) -> np.ndarray:
-    """The inverse of ``encode_bits``: a numpy bool array of ``block['shape']``."""
+    """The inverse of ``encode_bits`` / ``encode_head_bits``: a numpy bool array, heads repeated if shared."""
     shape = tuple(block["shape"])
     count = int(np.prod(shape))
     bits = np.unpackbits(np.frombuffer(_unb64(block["data"]), dtype=np.uint8), count=count)
-    return bits.astype(bool).reshape(shape)
+    bits = bits.astype(bool).reshape(shape)
+    return np.repeat(bits, block["heads"], axis=0) if "heads" in block else bits
 
 
 def encode_dense(values: Tensor) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from service.encoding import encode_bits, encode_dense, encode_layout
+from service.encoding import encode_bits, encode_dense, encode_head_bits, encode_layout
 from service.gradients import attention_gradients
 from service.rollout import gradient_times_attention, relevance, rollout
 from service.statistics import head_statistics, is_punctuation
@@ -264,8 +264,8 @@ def analyse(
             descriptions[layer]
             | {
                 "density": round(float(mask.float().mean()), 6),
-                "mask": encode_bits(mask),
-                "computed": None if kernel is None else encode_bits(kernel[head_index]),
+                "mask": encode_head_bits(mask),
+                "computed": None if kernel is None else encode_head_bits(kernel[head_index]),
             }
         )
         block = encode_layout(values, mask) if use_layout[layer] else encode_dense(values)

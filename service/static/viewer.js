@@ -16,8 +16,10 @@ function bytesOf(b64) {
 function decodeBits(block) {
   const count = block.shape.reduce((a, b) => a * b, 1);
   const packed = bytesOf(block.data);
-  const out = new Uint8Array(count);
+  const repeats = block.heads || 1; // a mask every head shares is sent once
+  const out = new Uint8Array(count * repeats);
   for (let i = 0; i < count; i++) out[i] = (packed[i >> 3] >> (7 - (i & 7))) & 1;
+  for (let r = 1; r < repeats; r++) out.copyWithin(r * count, 0, count);
   return out;
 }
 

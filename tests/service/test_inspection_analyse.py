@@ -65,6 +65,7 @@ def test_layout_encoding_holds_only_the_layouts_entries(loaded, name):
     if name == "encoder-sparse":  # window 4 in blocks of 4: a query sees at most 3 blocks
         assert payload["layouts"][0]["block_size"] == 4
         assert payload["layouts"][0]["density"] < 0.75
+        assert payload["layouts"][0]["mask"]["shape"] == [1, n, n]  # every head shares the window: sent once
 
 
 def test_dense_encoding_on_request_round_trips_for_a_sparse_model(loaded):

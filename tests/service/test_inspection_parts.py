@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from service.encoding import QUANTISATION_ERROR, decode, decode_bits, encode_bits, encode_dense, encode_layout
+from service.encoding import (
+    QUANTISATION_ERROR,
+    decode,
+    decode_bits,
+    encode_bits,
+    encode_dense,
+    encode_head_bits,
+    encode_layout,
+)
 from service.rollout import gradient_times_attention, relevance, rollout
 from service.statistics import head_statistics, is_punctuation
 
@@ -23,6 +31,16 @@ def _random_probs(H, n, mask, seed=0):
 def test_bits_round_trip_odd_sizes():
     mask = torch.rand(3, 7, 5, generator=torch.Generator().manual_seed(1)) > 0.5
     assert np.array_equal(decode_bits(encode_bits(mask)), mask.numpy())
+
+
+def test_a_mask_shared_by_every_head_is_sent_once():
+    one = torch.rand(1, 6, 6, generator=torch.Generator().manual_seed(2)) > 0.5
+    shared = encode_head_bits(one.expand(3, 6, 6))
+    assert shared["shape"] == [1, 6, 6] and shared["heads"] == 3
+    assert np.array_equal(decode_bits(shared), one.expand(3, 6, 6).numpy())
+    different = torch.cat((one, ~one))
+    assert "heads" not in encode_head_bits(different)
+    assert np.array_equal(decode_bits(encode_head_bits(different)), different.numpy())
 
 
 def test_dense_u8_round_trip_within_quantisation_error():
