@@ -133,7 +133,8 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
         app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
     # innermost first: the SSE header must be set before GZip looks at the response
     app.add_middleware(EventStreamMiddleware, paths=STREAM_PATHS)
-    app.add_middleware(GZipMiddleware, minimum_size=1000)
+    if any(api.stream for api in apis):  # LitServe adds GZip itself only when no API streams
+        app.add_middleware(GZipMiddleware, minimum_size=1000)
     app.add_middleware(PayloadLimitMiddleware, max_bytes=settings.limits.max_payload_bytes)
     if settings.api_key:
         app.add_middleware(

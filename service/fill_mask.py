@@ -178,17 +178,20 @@ class FillMaskAPI(ls.LitAPI):
         for row, seq in enumerate(sequences):
             ids[row, : len(seq)] = torch.tensor(seq)
             real[row, : len(seq)] = True
-        probs = (
-            model(ids.to(self.device), pad_mask=real.to(self.device)).logits.float().softmax(-1)
-        )  # (B, T, V)
-        probs = probs.cpu()
-        results, row = [], 0
+        logits = model(ids.to(self.device), pad_mask=real.to(self.device)).logits  # (B, T, V)
+        # softmax only at the mask positions: (M, V), not (B, T, V)
+        where = [(row, m) for row, masks in enumerate(r for q in requests for r in q.masks) for m in masks]
+        rows, columns = torch.tensor(where).T  # (M,), (M,)
+        probs = logits[rows.to(logits.device), columns.to(logits.device)].float().softmax(-1).cpu()  # (M, V)
+        results, seen = [], 0
         for request in requests:
             per_text = []
             for seq, masks in zip(request.texts, request.masks, strict=True):
-                per_mask = [self.candidates(probs[row, m], seq, m, request, tokenizer) for m in masks]
+                per_mask = []
+                for m in masks:
+                    per_mask.append(self.candidates(probs[seen], seq, m, request, tokenizer))
+                    seen += 1
                 per_text.append(per_mask[0] if len(per_mask) == 1 else per_mask)
-                row += 1
             results.append(per_text[0] if request.single else per_text)
         return results
 

@@ -96,3 +96,15 @@ def test_32_concurrent_requests_succeed_in_batches_and_a_bad_one_fails_alone(ser
     batches = after["count"] - before.get("count", 0)
     assert requests_run == 32
     assert batches < 32, "no batch held more than one request"
+
+
+@pytest.mark.parametrize("model", ["encoder-dense", "encoder-sparse"])
+def test_padding_in_a_batch_does_not_change_the_answers(server, model):
+    """Texts of different lengths in one request share a padded forward; each must score as it does alone
+    (tolerance 1e-5: float32 sums over different lengths round differently)."""
+    texts = ["El [MASK] duerme.", "Los niños juegan en el parque después de la [MASK] con sus amigos."]
+    together = server.post("/fill-mask", {"inputs": texts, "model": model}).json()
+    for text, batched in zip(texts, together, strict=True):
+        alone = server.post("/fill-mask", {"inputs": text, "model": model}).json()
+        assert [c["token"] for c in batched] == [c["token"] for c in alone]
+        assert [c["score"] for c in batched] == pytest.approx([c["score"] for c in alone], abs=1e-5)
