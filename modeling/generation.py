@@ -183,34 +183,35 @@ def stream_tokens(
     longest_stop = max((len(s) for s in sampling.stop), default=0)
     device = next(model.parameters()).device
 
+    # inference mode is entered per step, never held across a yield: the consumer runs in its own mode
     with torch.inference_mode():
         cache = model.new_cache()
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
         seen = torch.zeros(config.vocab_size, dtype=torch.bool, device=device)
         seen[ids[0]] = True
-        for step in range(budget):
+    for step in range(budget):
+        with torch.inference_mode():
             logits = model.next_logits(ids, cache)[0].float()  # (V,)
             logits = penalize_repetition(logits, seen, sampling.repetition_penalty)
             token = choose_token(logits[None], sampling, generator)  # (1,)
             token_id = int(token)
             logprob = float(logits.log_softmax(-1)[token_id])
-            special = token_id in specials
-            finish = None
-            if token_id == config.eos_token_id:
-                finish = "eos_token"
-            text = (tokenizer.id_to_token(token_id) or "") if special else ""
-            if not special:
-                text = detokenizer.add(token_id, final=step == budget - 1)
-                tail = detokenizer.text[-(len(text) + longest_stop) :] if text else ""
-                if any(stop in tail for stop in sampling.stop):
-                    finish = "stop_sequence"
-            if finish is None and step == budget - 1:
-                finish = "length"
-            yield GeneratedToken(token_id, text, logprob, special, finish)
-            if finish is not None:
-                return
             seen[token_id] = True
-            ids = token.view(1, 1)  # (1, 1)
+        special = token_id in specials
+        finish = "eos_token" if token_id == config.eos_token_id else None
+        if special:
+            text = tokenizer.id_to_token(token_id) or ""
+        else:
+            text = detokenizer.add(token_id, final=step == budget - 1)
+            tail = detokenizer.text[-(len(text) + longest_stop) :] if text else ""
+            if any(stop in tail for stop in sampling.stop):
+                finish = "stop_sequence"
+        if finish is None and step == budget - 1:
+            finish = "length"
+        yield GeneratedToken(token_id, text, logprob, special, finish)
+        if finish is not None:
+            return
+        ids = token.view(1, 1)  # (1, 1)
 
 
 def generate_text(

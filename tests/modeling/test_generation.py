@@ -263,3 +263,11 @@ def test_byte_level_text_is_streamed_whole_characters_only() -> None:
     )
     assert stopped[-1].finish_reason == "stop_sequence"
     assert "".join(t.text for t in stopped).endswith("ñandú")
+
+
+def test_the_consumer_does_not_run_in_inference_mode(decoder) -> None:
+    modes = [
+        torch.is_inference_mode_enabled()
+        for _ in stream_tokens(decoder, tiny_tokenizer(), [1, 5], Sampling(max_new_tokens=3))
+    ]
+    assert modes == [False, False, False]
