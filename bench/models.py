@@ -194,7 +194,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 repeats; print, do not write the report")
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts to run (1,2)")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 9
+    repeats = 3 if args.quick else 5
+    where = machine()  # with torch's default thread count; each run below sets its own
     sections = []
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
@@ -219,9 +220,9 @@ vocab 8000); the generated ids are checked equal to transformers' before timing:
     text = (
         f"""## Models: encoder forward and greedy generation against transformers
 
-Command: `python -m bench.models` · machine: {machine()}. Same weights on both sides (the parity tests'
-mappings), same process; candidates take turns, median of {repeats} runs each. Other engineers' jobs shared
-these 2 cores while this ran (see the load averages), so wall times are noisy; CPU-seconds of this process
+Command: `python -m bench.models` · machine: {where} (default threads; each run below
+sets its own). Same weights on both sides (the parity tests' mappings), same process; candidates take turns,
+median of {repeats} runs each. Other engineers' jobs shared these 2 cores while this ran (see the load averages), so wall times are noisy; CPU-seconds of this process
 are the steadier measure, and every ratio compares runs interleaved under the same load.
 
 """
