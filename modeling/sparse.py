@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from modeling.layouts import Layout
 from modeling.positions import RelativePositions
 
-TILE_ELEMENTS = 1 << 22  # scores computed at once (per chunk of query blocks): 16 MiB in float32
+TILE_ELEMENTS = 1 << 20  # scores computed at once (per chunk of query blocks): 4 MiB in float32
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None, row_ok: Tensor | None = None) -> Tensor:
@@ -70,7 +70,8 @@ def block_sparse_attend(
         tile_mask = tile_mask & (k_tok[:, :, None, :] <= q_tok[:, :, :, None])
 
     def blocked(x: Tensor) -> Tensor:  # (B, H, n, D) → (B, H, nb, Bs, D) in the layout's token order
-        x = F.pad(x, (0, 0, 0, n_pad - n))  # (B, H, n_pad, D)
+        if n_pad > n:
+            x = F.pad(x, (0, 0, 0, n_pad - n))  # (B, H, n_pad, D)
         if layout.order is not None:
             x = x.gather(2, q_tok.reshape(1, H, n_pad, 1).expand(B, H, n_pad, x.shape[-1]))
         return x.view(B, H, nb, Bs, x.shape[-1])  # (B, H, nb, Bs, D)
@@ -87,7 +88,8 @@ def block_sparse_attend(
 
     head = torch.arange(H, device=q.device)[:, None, None]  # (H, 1, 1)
     step = max(1, TILE_ELEMENTS // max(1, B * H * Bs * K * Bs))  # query blocks per chunk
-    outs, probs_out = [], []
+    out = q.new_empty(B, H, nb, Bs, vb.shape[-1])  # (B, H, nb, Bs, D), filled chunk by chunk
+    probs_out = []
     for c in range(0, nb, step):
         rows = slice(c, min(nb, c + step))
         keys = key_blocks[:, rows]  # (H, C, K)
@@ -104,14 +106,14 @@ def block_sparse_attend(
             row_ok = mask.any(-1, keepdim=True)
         probs = masked_softmax(scores, mask, row_ok)  # (B, H, C, Bs, K·Bs)
         used = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
-        out = used @ vg  # (B, H, C, Bs, D)
+        heads = used @ vg  # (B, H, C, Bs, D)
         if index is not None:
-            out = out + relative.value_term(used, index[:, rows])
-        outs.append(out)
+            heads = heads + relative.value_term(used, index[:, rows])
+        out[:, :, rows] = heads
         if need_weights:
             probs_out.append(probs)
 
-    out = torch.cat(outs, dim=2).reshape(B, H, n_pad, -1)  # (B, H, n_pad, D) in layout order
+    out = out.view(B, H, n_pad, -1)  # (B, H, n_pad, D) in layout order
     if layout.order is not None:
         rank = layout.ranks().to(q.device).expand(H, n_pad)  # (H, n_pad)
         out = out.gather(2, rank.reshape(1, H, n_pad, 1).expand_as(out))  # back to natural order
