@@ -292,3 +292,20 @@ def test_cli_fill_mask(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["fill-mask", str(directory), "w01 w02"])
     assert exit_info.value.code == 2 and "no [MASK] token" in capsys.readouterr().err
+
+
+def test_sha256sums_follow_linked_files(tmp_path, decoder_dir) -> None:
+    """A Hub snapshot holds links into a blob store; the listed names are checked through the links."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    sums = _sums(decoder_dir)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (decoder_dir / name).rename(blobs / name)
+        (decoder_dir / name).symlink_to(blobs / name)
+    (decoder_dir / "SHA256SUMS").write_text(sums)
+    load_checkpoint(decoder_dir)
+    (blobs / "config.json").write_text(
+        (blobs / "config.json").read_text().replace('"n_layers": 2', '"n_layers":  2')
+    )
+    with pytest.raises(CheckpointError, match="config.json: sha256 does not match"):
+        load_checkpoint(decoder_dir)
