@@ -105,6 +105,7 @@ def save_checkpoint(
         if name in REQUIRED or Path(name).name != name or not name.endswith(".json"):
             raise CheckpointError(f"extra file {name!r}: must be a plain *.json name other than {REQUIRED}")
     temporary = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    temporary.chmod(0o755)  # mkdtemp makes it private; a checkpoint is meant to be read by others
     try:
         model.config.save(temporary / CONFIG)
         save_file(
@@ -116,6 +117,9 @@ def save_checkpoint(
         for name, data in (extra or {}).items():
             text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
             (temporary / name).write_text(text, encoding="utf-8")
+        for path in temporary.iterdir():  # on disk before the rename makes them visible
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -309,3 +309,7 @@ def test_sha256sums_follow_linked_files(tmp_path, decoder_dir) -> None:
     )
     with pytest.raises(CheckpointError, match="config.json: sha256 does not match"):
         load_checkpoint(decoder_dir)
+
+
+def test_checkpoint_directory_is_readable_by_others(decoder_dir) -> None:
+    assert decoder_dir.stat().st_mode & 0o055 == 0o055
