@@ -70,6 +70,18 @@ def test_equals_dense_with_the_same_mask(name: str) -> None:
     real = pad[:, None, :, None]  # compare real query rows; padding rows only need to be finite
     torch.testing.assert_close(out * real, want_out * real, atol=1e-6, rtol=0)
     torch.testing.assert_close(probs * real, want_probs * real, atol=1e-6, rtol=0)
+    fast, none = block_sparse_attend(
+        q,
+        k,
+        v,
+        score=ScaledDotProduct(D),
+        layout=layout,
+        causal=False,
+        pad_mask=pad,
+        positions=torch.arange(N),
+    )  # without probabilities: the recomputing kernel
+    assert none is None
+    torch.testing.assert_close(fast * real, out * real, atol=1e-12, rtol=0)
     sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~mask.any(-1, keepdim=True))
     torch.testing.assert_close(out * real, sdpa * real, atol=1e-6, rtol=0)  # the masked-SDPA reference
     assert probs[~mask.expand_as(probs)].eq(0).all(), "probability outside the layout"
@@ -146,8 +158,11 @@ def test_chunks_of_query_blocks_give_the_same_result(monkeypatch: pytest.MonkeyP
     torch.testing.assert_close(whole[1], chunked[1], atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("recomputing", [False, True])
 @pytest.mark.parametrize("name", ["local_causal", "strided_bidirectional", "bigbird_causal"])
-def test_gradcheck_float64(name: str) -> None:
+def test_gradcheck_float64(name: str, recomputing: bool) -> None:
+    """recomputing: the dot-product kernel with its own backward; else autograd through the tiles (relative
+    positions and probabilities requested)."""
     n, bs = 13, 4
     layout = {
         "local_causal": local(n, 2, 3, causal=True, block_size=bs),
@@ -159,17 +174,17 @@ def test_gradcheck_float64(name: str) -> None:
         torch.randn(1, 2, n, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)
     )
     pad = torch.ones(1, n, dtype=torch.bool)
-    pad[0, -2:] = False
-    relative = RelativePositions(3, 2).double()
+    pad[0, 8:] = False  # 5 padding tokens: the last query of the local layout sees padding only
+    relative = None if recomputing else RelativePositions(3, 2).double()
 
     def f(q, k, v):
         out, probs = block_sparse_attend(
             q, k, v, score=ScaledDotProduct(3), layout=layout, causal=layout.causal, pad_mask=pad,
-            positions=torch.arange(n), relative=relative, need_weights=True,
+            positions=torch.arange(n), relative=relative, need_weights=not recomputing,
         )  # fmt: skip
-        return out, probs
+        return out if recomputing else (out, probs)
 
-    assert torch.autograd.gradcheck(f, (q, k, v), fast_mode=True)
+    assert torch.autograd.gradcheck(f, (q, k, v), fast_mode=not recomputing)
 
 
 class _LargestTensor(TorchDispatchMode):
