@@ -112,8 +112,12 @@ def prepare_models(root: Path) -> tuple[Path, Path, Path | None, str]:
 
 # ---- the baseline server ------------------------------------------------------------------------------------
 def baseline_app(directory: Path):
-    """A plain FastAPI app around transformers' pipelines (what one writes without a serving framework)."""
+    """A plain FastAPI app around transformers' pipelines (what one writes without a serving framework), with
+    atencion's thread setting (one torch thread: two threads per process spin against each other here)."""
+    import torch
     import transformers
+
+    torch.set_num_threads(1)
     from fastapi import FastAPI
 
     encoder_tok = transformers.PreTrainedTokenizerFast(
@@ -225,6 +229,16 @@ def load(url: str, body: dict, concurrency: int, total: int) -> dict:
     return {"latencies": latencies, "wall": time.perf_counter() - began, "failed": failures[0]}
 
 
+def batches(base: str, path: str) -> tuple[float, float]:
+    """(requests, batches) the server's ``atencion_batch_size`` histogram has seen on ``path``; zeros elsewhere."""
+    seen = {"sum": 0.0, "count": 0.0}
+    for line in requests.get(base + "/metrics", timeout=30).text.splitlines():
+        for key in seen:
+            if line.startswith(f'atencion_batch_size_{key}{{path="{path}"}}'):
+                seen[key] = float(line.rsplit(" ", 1)[1])
+    return seen["sum"], seen["count"]
+
+
 def interleaved(servers: dict[str, str], path: str, body: dict, counts: dict[int, int], rounds: int):
     """For each concurrency, ``rounds`` rounds; in each, every server gets its share in turn (the order rotates),
     so a change in the machine's load during the run hits every server alike. Returns name -> c -> stats."""
@@ -237,7 +251,12 @@ def interleaved(servers: dict[str, str], path: str, body: dict, counts: dict[int
         parts: dict[str, list[dict]] = {name: [] for name in names}
         for r in range(rounds):
             for name in names[r % len(names) :] + names[: r % len(names)]:
-                parts[name].append(load(servers[name] + path, body, c, max(c, total // rounds)))
+                ours = name.startswith("atencion")
+                before = batches(servers[name], path) if ours else (0.0, 0.0)
+                run = load(servers[name] + path, body, c, max(c, total // rounds))
+                after = batches(servers[name], path) if ours else (0.0, 0.0)
+                run["batched"] = (after[0] - before[0], after[1] - before[1])
+                parts[name].append(run)
         for name, runs in parts.items():
             latencies = sorted(x for run in runs for x in run["latencies"])
             out[name][c] = {
@@ -246,6 +265,8 @@ def interleaved(servers: dict[str, str], path: str, body: dict, counts: dict[int
                 "p99": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
                 "failed": sum(run["failed"] for run in runs),
                 "n": len(latencies),
+                "batch": sum(run["batched"][0] for run in runs)
+                / max(1.0, sum(run["batched"][1] for run in runs)),
             }
     return out
 
@@ -253,16 +274,19 @@ def interleaved(servers: dict[str, str], path: str, body: dict, counts: dict[int
 # ---- report ---------------------------------------------------------------------------------------------------
 def table(rows: list[tuple[str, dict[int, dict[str, float]]]], reference: str) -> str:
     lines = [
-        "| server | concurrency | requests | req/s | p50 ms | p99 ms | failed | × " + reference + " |",
-        "|---|---|---|---|---|---|---|---|",
+        "| server | concurrency | requests | req/s | p50 ms | p99 ms | failed | mean batch | × "
+        + reference
+        + " |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     ref = dict(rows)[reference]
     for name, by_c in rows:
         for c, r in by_c.items():
             ratio = r["rps"] / ref[c]["rps"]
+            batch = f"{r['batch']:.1f}" if name.startswith("atencion") else "–"
             lines.append(
                 f"| {name} | {c} | {r['n']} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['failed']} | "
-                f"{ratio:.2f} |"
+                f"{batch} | {ratio:.2f} |"
             )
     return "\n".join(lines)
 
@@ -341,7 +365,7 @@ def main() -> None:
             "",
             "All servers run at once: atencion twice (one uvicorn API process each, one inference worker per "
             "endpoint, one torch thread per worker), and the baseline: one uvicorn process, FastAPI's thread "
-            "pool calling transformers' `pipeline` with torch's default threads. Requests are sent by threads, "
+            "pool calling transformers' `pipeline`, also one torch thread. Requests are sent by threads, "
             "each with its own keep-alive connection.",
             "",
             f"### POST /fill-mask (one sentence, {lengths[0]} tokens, top_k 5); × = throughput relative to batching off",
