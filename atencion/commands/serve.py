@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-batch-size", type=int, help="fill-mask dynamic batch size (default 16)")
     parser.add_argument("--batch-timeout", type=float, help="seconds to wait to fill a batch (default 0.01)")
-    parser.add_argument("--api-key", help="require this X-API-Key on the API routes (env ATENCION_API_KEY)")
+    parser.add_argument(
+        "--api-key",
+        help="require this X-API-Key on the API routes and /info (prefer env ATENCION_API_KEY: flags show in ps)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
