@@ -103,13 +103,17 @@ def timed(steps: list, n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per measurement (after 1 warm-up)")
+    parser.add_argument(
+        "--batch-fraction", type=float, default=1.0, help="share of the recipe's batch to use"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
+    load_start = os.getloadavg()[0]
     rows = []
     for name in ("encoder-dense", "decoder-dense", "encoder-sparse", "decoder-sparse"):
         recipe = load_recipe(name)
         config, kind = recipe.model, recipe.model.kind
-        B, L = recipe.training.batch_size, recipe.data.seq_len
+        B, L = max(1, round(recipe.training.batch_size * args.batch_fraction)), recipe.data.seq_len
         tokens = B * L
         ids = torch.randint(5, config.vocab_size, (B, L + (kind == "decoder")))
         m = mask_tokens(
@@ -142,11 +146,13 @@ def main() -> None:
     lines = [
         "## training",
         "",
-        f"`python -m bench.training --steps {args.steps}` on {machine()}; load average at the end "
+        f"`python -m bench.training --steps {args.steps} --batch-fraction {args.batch_fraction}` on {machine()}; "
+        f"load average at the start {load_start:.1f}, at the end "
         f"{os.getloadavg()[0]:.1f} (other engineers' jobs share the 2 cores: absolute numbers are noisy, the "
         "ours/theirs ratios less so, since the two models alternate step by step).",
         "",
-        "One full training step (forward, loss, backward, clip, AdamW) on the recipe's batch of random ids; "
+        "One full training step (forward, loss, backward, clip, AdamW) on a batch of random ids "
+        f"({args.batch_fraction:g} of the recipe's batch); "
         f"median of {args.steps} steps after one warm-up. transformers = BertForMaskedLM (post-norm; MLM loss "
         "over all positions with -100 labels, its standard use) / LlamaForCausalLM with the same sizes, in "
         "the same loop. Our encoder computes the MLM head only at the 15 % masked positions.",

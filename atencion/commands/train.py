@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     except (TrainingError, DataError, TokenizerError, CheckpointError, FileNotFoundError) as error:
         print(f"atencion train: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("atencion train: interrupted; continue from the last checkpoint with --resume", file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", "0")) == 0:
         print(path)
     return 0
