@@ -5,7 +5,7 @@
 For each recipe: a real training step (forward, loss, backward, clip, AdamW) on a recipe-sized batch of
 random token ids. The dense recipes are compared with transformers' BertForMaskedLM / LlamaForCausalLM built
 with the same sizes, trained in the same loop (same optimizer, batch and autocast); ours and theirs
-alternate step by step so that load from other processes hits both alike. Writes the `training` section of
+(and bf16/fp32) alternate step by step so that load from other processes hits them alike. Writes the `training` section of
 docs/benchmarks.md.
 """
 
@@ -127,13 +127,18 @@ def main() -> None:
         bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
         fp32 = contextlib.nullcontext
         dense = config.attention.pattern == "dense"
-        for precision, autocast in (("bf16", bf16), ("fp32", fp32)) if dense else (("bf16", bf16),):
-            steps = [make_step(build_model(config), kind, True, autocast, batch)]
-            if dense:
-                steps.append(make_step(reference_model(config), kind, False, autocast, batch))
-            seconds = timed(steps, args.steps)
-            ours = tokens / seconds[0]
-            theirs = tokens / seconds[1] if dense else None
+        # every variant of this recipe alternates step by step, so load from other jobs hits them alike
+        variants = [("bf16", True, bf16)] + (
+            [("bf16", False, bf16), ("fp32", True, fp32), ("fp32", False, fp32)] if dense else []
+        )
+        steps = [
+            make_step(build_model(config) if ours else reference_model(config), kind, ours, autocast, batch)
+            for _, ours, autocast in variants
+        ]
+        seconds = dict(zip([(p, o) for p, o, _ in variants], timed(steps, args.steps), strict=True))
+        for precision in ("bf16", "fp32") if dense else ("bf16",):
+            ours = tokens / seconds[(precision, True)]
+            theirs = tokens / seconds[(precision, False)] if dense else None
             rows.append((name, precision, f"{B}×{L}", ours, theirs))
             print(
                 name,
@@ -149,7 +154,7 @@ def main() -> None:
         f"`python -m bench.training --steps {args.steps} --batch-fraction {args.batch_fraction}` on {machine()}; "
         f"load average at the start {load_start:.1f}, at the end "
         f"{os.getloadavg()[0]:.1f} (other engineers' jobs share the 2 cores: absolute numbers are noisy, the "
-        "ours/theirs ratios less so, since the two models alternate step by step).",
+        "ratios less so, since all variants of a recipe (ours/theirs, bf16/fp32) alternate step by step).",
         "",
         "One full training step (forward, loss, backward, clip, AdamW) on a batch of random ids "
         f"({args.batch_fraction:g} of the recipe's batch); "

@@ -212,24 +212,24 @@ def evaluate_checkpoint(
     vocab = tokenizer.get_vocab()
     specials = all_special_ids(tokenizer)
     autocast, used = autocast_for(precision, torch.device("cpu"))
+    extra: dict[str, Any] = {}
     if config.kind == "encoder":
         rows = pack_encoder(stream, seq_len, vocab["[CLS]"], vocab["[SEP]"])[:max_sequences]  # (R, L)
         metrics = encoder_metrics(
             model, rows, batch_size=batch_size, specials=specials, seed=seed, autocast=autocast
         )
-        metrics |= pseudo_perplexity(
+        pppl = pseudo_perplexity(
             model,
             rows,
             specials=specials,
             max_tokens=pppl_tokens,
             batch_size=batch_size * 8,
             autocast=autocast,
-        ) | {
-            "pseudo_perplexity_tokens": min(
-                pppl_tokens, int((~torch.isin(rows, torch.tensor(specials))).sum())
-            )
-        }
-        metrics.pop("tokens", None)
+        )
+        extra["pseudo_perplexity_tokens"] = pppl["tokens"]
+        # exp(masked loss) is not reported as a "perplexity": the card would mix it up with pseudo-perplexity
+        metrics = {k: metrics[k] for k in ("top1", "top5", "loss", "masked")}
+        metrics["pseudo_perplexity"] = pppl["pseudo_perplexity"]
     else:
         rows = pack_decoder(stream, seq_len)[:max_sequences]  # (R, L + 1)
         metrics = decoder_metrics(model, rows, batch_size=batch_size, autocast=autocast)
@@ -242,11 +242,17 @@ def evaluate_checkpoint(
         "corpus": str(corpus),
         "documents": names,
         "held_out": on_training_corpus,
+        "split": "validation (held-out documents)" if on_training_corpus else "all documents",
         "sequences": int(rows.shape[0]),
         "seq_len": int(seq_len),
         "precision": used,
         "metrics": metrics,
         "baseline": baseline,
+        "baseline_name": baseline["name"],
+        "masking": "15 % of the real tokens, all replaced by [MASK], seed " + str(seed)
+        if config.kind == "encoder"
+        else None,
+        **extra,
     }
 
 
