@@ -35,7 +35,12 @@ from starlette.staticfiles import StaticFiles
 from atencion import __version__
 from service import metrics
 from service.attention_api import AttentionAPI
-from service.errors import ApiKeyMiddleware, PayloadLimitMiddleware, install_error_handlers
+from service.errors import (
+    ApiKeyMiddleware,
+    ConcurrencyLimitMiddleware,
+    PayloadLimitMiddleware,
+    install_error_handlers,
+)
 from service.fill_mask import FillMaskAPI
 from service.generate import GenerateAPI, GenerateStreamAPI
 from service.models import Catalog, ServedModel, install_catalog
@@ -136,6 +141,7 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
     if any(api.stream for api in apis):  # LitServe adds GZip itself only when no API streams
         app.add_middleware(GZipMiddleware, minimum_size=1000)
     app.add_middleware(PayloadLimitMiddleware, max_bytes=settings.limits.max_payload_bytes)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.limits.max_concurrent_requests, paths=paths)
     if settings.api_key:
         app.add_middleware(
             ApiKeyMiddleware, api_key=settings.api_key, protected=(*paths, "/info", "/litserve/info")

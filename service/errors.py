@@ -191,3 +191,26 @@ class ApiKeyMiddleware:
                     send, 401, f"{reason}: this server requires an API key", "unauthorized"
                 )
         await self.app(scope, receive, send)
+
+
+class ConcurrencyLimitMiddleware:
+    """429 ``overloaded`` once ``limit`` requests to ``paths`` are in flight in this API process, instead of a
+    queue that grows until requests time out (TGI's ``max_concurrent_requests``)."""
+
+    def __init__(self, app: ASGIApp, limit: int, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.limit = limit
+        self.paths = paths
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.limit:
+            message = f"the server is busy ({self.in_flight} requests in flight): retry in a moment"
+            return await _send_error(send, 429, message, "overloaded")
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -34,6 +34,7 @@ class Limits:
     max_payload_bytes: int = 1_000_000  # request body size; larger bodies get 413
     max_batch_inputs: int = 32  # strings in one fill-mask request's "inputs" list
     max_attention_cells: int = 4_000_000  # layers × heads × tokens² a single /attention answer may carry
+    max_concurrent_requests: int = 256  # requests in flight per API process; more get 429 (TGI's behaviour)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,14 @@ class Settings:
             "must be between 0 and 10 seconds",
         )
         _check(self.api_key is None or len(self.api_key) >= 8, "--api-key", "ATENCION_API_KEY", "too short")
-        for name, low in (("max_input_tokens", 2), ("max_new_tokens", 1), ("max_payload_bytes", 256)):
+        for name, low in (
+            ("max_input_tokens", 2),
+            ("max_new_tokens", 1),
+            ("max_payload_bytes", 256),
+            ("max_batch_inputs", 1),
+            ("max_attention_cells", 1),
+            ("max_concurrent_requests", 1),
+        ):
             value = getattr(self.limits, name)
             _check(value >= low, name, f"ATENCION_{name.upper()}", f"must be >= {low}, got {value}")
 

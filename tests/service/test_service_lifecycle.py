@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ def test_api_key_env_config_and_sigterm_draining(start_server, tiny_checkpoints)
             "ATENCION_API_KEY": key,
             "ATENCION_MAX_BATCH_SIZE": "4",
             "ATENCION_BATCH_TIMEOUT": "1.5",  # a lone request waits this long for company: it is in flight
+            "ATENCION_MAX_CONCURRENT_REQUESTS": "2",
         }
     )
     body = {"inputs": "El [MASK] duerme."}
@@ -40,6 +42,16 @@ def test_api_key_env_config_and_sigterm_draining(start_server, tiny_checkpoints)
     assert info["batching"] == {"max_batch_size": 4, "batch_timeout": 1.5}
     generate = requests.post(server.url + "/generate", json={"inputs": "Hola"}, headers=headers, timeout=30)
     assert generate.status_code == 404  # no decoder served: no /generate route
+
+    # three at once, two allowed in flight: the third is turned away at once instead of queueing
+    with ThreadPoolExecutor(3) as pool:
+        calls = [
+            pool.submit(requests.post, server.url + "/fill-mask", json=body, headers=headers, timeout=60)
+            for _ in range(3)
+        ]
+        responses = sorted((call.result() for call in calls), key=lambda r: r.status_code)
+    assert [r.status_code for r in responses] == [200, 200, 429]
+    assert responses[2].json()["error_type"] == "overloaded"
 
     answers = []
 
