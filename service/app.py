@@ -8,6 +8,10 @@ Routes
 - ``GET /metrics``: Prometheus text, merged over all processes (``service.metrics``).
 - ``GET /openapi.json`` and ``/docs``: the request schemas; ``/ui``: the attention viewer page, if present.
 
+Limits (``ATENCION_MAX_*``, see ``service.settings.Limits``): tokens per input (413 above), ``max_new_tokens``,
+body bytes (413), strings per fill-mask request, attention cells (413), requests in flight per API process
+(429 ``overloaded`` above, rather than a queue that grows until requests time out).
+
 API key (``--api-key`` / ``ATENCION_API_KEY``): required as ``X-API-Key`` on the POST routes and ``/info``.
 ``/health`` and ``/metrics`` stay open so container probes and Prometheus work without secrets; they reveal no
 model output. (LitServe's own ``LIT_SERVER_API_KEY``, if set, would also lock ``/health``: prefer ours.)
