@@ -49,7 +49,7 @@ def fill_mask(checkpoint, text: str, top_k: int) -> list[list[dict]]:
                 {
                     "score": score,
                     "token": candidate,
-                    "token_str": tokenizer.decode([candidate]),
+                    "token_str": tokenizer.decode([candidate], skip_special_tokens=False),
                     "sequence": tokenizer.decode(filled, skip_special_tokens=True),
                 }
             )

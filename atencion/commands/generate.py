@@ -56,11 +56,15 @@ def open_checkpoint(reference: str, kind: str):
 
     checkpoint = load_checkpoint(checkpoint_directory(reference))
     if checkpoint.config.kind != kind:
-        article = "an" if kind == "encoder" else "a"
+        found = checkpoint.config.kind
         raise UsageError(
-            f"checkpoint: {reference!r} is a {checkpoint.config.kind} model, this command needs {article} {kind}"
+            f"checkpoint: {reference!r} is {_a(found)} {found} model, this command needs {_a(kind)} {kind}"
         )
     return checkpoint
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def run_guarded(body, args: argparse.Namespace) -> int:
