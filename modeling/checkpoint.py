@@ -226,8 +226,13 @@ def verify_sums(directory: Path) -> None:
 
 
 # ---- loading ---------------------------------------------------------------------------------------------------
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Validate and load a checkpoint directory; raise ``CheckpointError`` naming the problem."""
+def load_checkpoint(
+    directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> Checkpoint:
+    """Validate and load a checkpoint directory; raise ``CheckpointError`` naming the problem.
+
+    ``dtype`` casts the validated weights after loading, e.g. ``torch.bfloat16`` for the encoder's faster
+    bf16 GEMMs on CPUs with avx512_bf16 (bench/models.py); ``None`` keeps them as stored."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: not a checkpoint directory (it does not exist)")
@@ -266,5 +271,5 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         raise CheckpointError(
             f"{WEIGHTS}: does not match the model (missing {untied}, unexpected {unexpected})"
         )
-    model.to(device).eval()
+    model.to(device=device, dtype=dtype).eval()
     return Checkpoint(model=model, config=config, tokenizer=tokenizer, path=directory)

@@ -313,3 +313,13 @@ def test_sha256sums_follow_linked_files(tmp_path, decoder_dir) -> None:
 
 def test_checkpoint_directory_is_readable_by_others(decoder_dir) -> None:
     assert decoder_dir.stat().st_mode & 0o055 == 0o055
+
+
+def test_load_can_cast_to_bfloat16(tmp_path) -> None:
+    torch.manual_seed(4)
+    model = Encoder(ENCODER).eval()
+    checkpoint = load_checkpoint(saved(tmp_path, model), dtype=torch.bfloat16)
+    assert {p.dtype for p in checkpoint.model.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        diff = (checkpoint.model(IDS).logits.float() - model(IDS).logits).abs().max()
+    assert 0 < diff < 0.1  # bf16 rounding (8 bits of mantissa), not a different model
