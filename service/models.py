@@ -119,6 +119,26 @@ def resolve_all(settings: Settings) -> list[ServedModel]:
     return models
 
 
+def check_startup(settings: Settings, models: list[ServedModel]) -> None:
+    """Fail before any worker starts: a requested CUDA that is not there, a checkpoint that will not load.
+
+    (A worker that fails in setup leaves LitServe waiting, with /health at 503, instead of exiting.)
+    """
+    import torch
+
+    from modeling.checkpoint import CheckpointError, load_checkpoint
+
+    if settings.accelerator == "cuda" and not torch.cuda.is_available():
+        raise ServeError(
+            "--accelerator cuda: torch sees no CUDA device here; use --accelerator cpu (or auto)"
+        )
+    for model in models:
+        try:
+            load_checkpoint(model.path, device="cpu")
+        except CheckpointError as error:
+            raise ServeError(f"{model.reference}: {error}") from None
+
+
 @dataclass
 class Catalog:
     """The API process's view of the served models, used to validate requests before they are queued."""

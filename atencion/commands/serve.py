@@ -70,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
     directory = prepare_multiprocess_dir()
     try:
-        from service.models import ServeError, resolve_all
+        from service.models import ServeError, check_startup, resolve_all
 
         try:
             models = resolve_all(settings)
+            check_startup(settings, models)
         except ServeError as error:
             print(f"atencion serve: {error}", file=sys.stderr)
             return 2

@@ -114,3 +114,24 @@ def test_no_models_at_all_says_how_to_pass_them(monkeypatch):
     monkeypatch.setattr(service.settings, "shipped_references", lambda: ((), ()))
     with pytest.raises(ServeError, match="--encoder .* --decoder"):
         resolve_all(Settings())
+
+
+def test_a_broken_checkpoint_stops_start_up_with_its_reason(tiny_checkpoints, tmp_path):
+    broken = tmp_path / "encoder-broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (broken / name).write_bytes((tiny_checkpoints / "encoder-dense" / name).read_bytes())
+    weights = (tiny_checkpoints / "encoder-dense" / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    done = run_cli("--encoder", str(broken))
+    assert done.returncode == 2 and "model.safetensors" in done.stderr and "truncated" in done.stderr, (
+        done.stderr
+    )
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has CUDA: nothing to refuse"
+)
+def test_cuda_without_a_device_is_refused_before_any_worker_starts(tiny_checkpoints):
+    done = run_cli("--accelerator", "cuda", "--encoder", str(tiny_checkpoints / "encoder-dense"))
+    assert done.returncode == 2 and "no CUDA device" in done.stderr, done.stderr
