@@ -100,8 +100,12 @@ def _modes(call: Callable, n: int) -> dict[str, Callable[[], None]]:
 
 def time_all(methods: list[str], n: int, repeats: int) -> dict[str, dict]:
     """In one process, round-robin over the methods (so that other jobs' load hits them alike): median
-    wall and CPU (process) time per method and mode, after one warm-up round."""
-    runs = {name: _modes(_method(name, n)[0], n) for name in methods}
+    wall and CPU (process) time per method and mode, after one warm-up round. A method written
+    ``NAME@N`` runs at length N instead of ``n`` (the linear-growth check)."""
+    runs = {}
+    for name in methods:
+        method, _, length = name.partition("@")
+        runs[name] = _modes(_method(method, int(length or n))[0], int(length or n))
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for round_ in range(repeats + 1):
         for name, modes in runs.items():
@@ -158,7 +162,7 @@ def _verdict(value: float, target: float, higher: bool = True) -> str:
     return "met" if (value >= target if higher else value <= target) else "missed"
 
 
-def _targets(at: dict, big: int, small: int) -> list[str]:
+def _targets(at: dict, big: int, scaling: dict) -> list[str]:
     s, d, m = at[("sparse_local", big)], at[("dense_causal", big)], at[("masked_local", big)]
     lines = [f"**Targets at n={big}, local window** (ratios within this run; wall-clock time, CPU time)", ""]
     for mode, name in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):
@@ -173,25 +177,35 @@ def _targets(at: dict, big: int, small: int) -> list[str]:
         memory = m[f"{mode}_peak"] / max(1, s[f"{mode}_peak"])
         parts.append(f"peak memory {memory:.1f}× less than the mask (≥ 4: {_verdict(memory, 4)})")
         lines.append(f"- {name}: " + "; ".join(parts) + ".")
-    if ("sparse_local", small) in at:
-        for mode, name in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):
-            parts = []
-            for clock in ("ms", "cpu_ms"):
-                growth = (
-                    at[("sparse_local", big)][f"{mode}_{clock}"]
-                    / at[("sparse_local", small)][f"{mode}_{clock}"]
-                )
-                ratio = growth / (big / small)
-                parts.append(
-                    f"{'wall' if clock == 'ms' else 'CPU'} ×{growth:.1f} = {ratio:.2f} of linear (≤ 1.2: {_verdict(ratio, 1.2, False)})"
-                )
-            lines.append(
-                f"- {name} time from n={small} to {big} (×{big // small} tokens): " + "; ".join(parts) + "."
+    sizes = sorted({int(name.split("@")[1]) for name in scaling})
+    small = sizes[0]
+    lines.append(
+        f"- time from n={small} to {big} (×{big // small} tokens), timed round-robin in one separate process "
+        "so that both lengths see the same load (dense causal SDPA alongside for scale):"
+    )
+    for mode, name in (("fwd", "forward"), ("fwd_bwd", "forward+backward")):
+        parts = []
+        for clock in ("ms", "cpu_ms"):
+            growth = (
+                scaling[f"sparse_local@{big}"][f"{mode}_{clock}"]
+                / scaling[f"sparse_local@{small}"][f"{mode}_{clock}"]
             )
+            dense = (
+                scaling[f"dense_causal@{big}"][f"{mode}_{clock}"]
+                / scaling[f"dense_causal@{small}"][f"{mode}_{clock}"]
+            )
+            ratio = growth / (big / small)
+            parts.append(
+                f"{'wall' if clock == 'ms' else 'CPU'} ×{growth:.1f} = {ratio:.2f} of linear "
+                f"(≤ 1.2: {_verdict(ratio, 1.2, False)}; dense ×{dense:.0f})"
+            )
+        lines.append(f"  - {name}: " + "; ".join(parts) + ".")
     return lines
 
 
-def _report(results: list[dict], sizes: list[int], command: str, load: str, agreement: float) -> str:
+def _report(
+    results: list[dict], sizes: list[int], command: str, load: str, agreement: float, scaling: dict
+) -> str:
     at = {(r["method"], r["n"]): r for r in results}
     lines = [
         f"Command: `{command}`  ",
@@ -231,7 +245,7 @@ def _report(results: list[dict], sizes: list[int], command: str, load: str, agre
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     lines.append("")
     if ("sparse_local", max(sizes)) in at:
-        lines += _targets(at, max(sizes), 1024)
+        lines += _targets(at, max(sizes), scaling)
     return "\n".join(lines)
 
 
@@ -273,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"   fwd+bwd {r['fwd_bwd_ms']:8.1f} ms (cpu {r['fwd_bwd_cpu_ms']:8.1f}) {_mib(r['fwd_bwd_peak']):>5s} MiB",
                 flush=True,
             )
+    small, big = (1024 if 1024 in sizes else min(sizes)), max(sizes)
+    growth = [f"sparse_local@{small}", f"sparse_local@{big}", f"dense_causal@{small}", f"dense_causal@{big}"]
+    scaling = _subprocess(["--time", ",".join(growth), "0", "3"], {"OMP_WAIT_POLICY": "PASSIVE"})
     load = (
         f"1-min load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run on "
         f"{os.cpu_count()} cores (run took {time.perf_counter() - started:.0f} s): other engineers' jobs shared "
@@ -280,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "that the ratios compare like with like."
     )
     command = "python -m bench.attention" + (" --quick" if args.quick else "")
-    report = _report(results, sizes, command, load, _check_agreement())
+    report = _report(results, sizes, command, load, _check_agreement(), scaling)
     print(report)
     if not args.quick:
         write_section("attention", report)
