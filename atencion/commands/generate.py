@@ -83,8 +83,6 @@ def run_guarded(body, args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    import torch
-
     from modeling.generation import Sampling, stream_tokens
 
     sampling = Sampling(
@@ -92,7 +90,6 @@ def _generate(args: argparse.Namespace) -> int:
         top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=tuple(args.stop),
     )  # fmt: skip
     checkpoint = open_checkpoint(args.checkpoint, "decoder")
-    torch.set_grad_enabled(False)
     ids = checkpoint.tokenizer.encode(args.prompt).ids or [checkpoint.config.bos_token_id]
     start, count, finish = time.perf_counter(), 0, None
     if not args.json:
