@@ -178,11 +178,12 @@ class FillMaskAPI(ls.LitAPI):
         for row, seq in enumerate(sequences):
             ids[row, : len(seq)] = torch.tensor(seq)
             real[row, : len(seq)] = True
-        logits = model(ids.to(self.device), pad_mask=real.to(self.device)).logits  # (B, T, V)
-        # softmax only at the mask positions: (M, V), not (B, T, V)
+        hidden, _ = model.hidden_states(ids.to(self.device), pad_mask=real.to(self.device))  # (B, T, d)
+        # the MLM head and softmax only at the mask positions: (M, V), not (B, T, V)
         where = [(row, m) for row, masks in enumerate(r for q in requests for r in q.masks) for m in masks]
         rows, columns = torch.tensor(where).T  # (M,), (M,)
-        probs = logits[rows.to(logits.device), columns.to(logits.device)].float().softmax(-1).cpu()  # (M, V)
+        at_masks = hidden[rows.to(hidden.device), columns.to(hidden.device)]  # (M, d)
+        probs = model.logits(at_masks).float().softmax(-1).cpu()  # (M, V)
         results, seen = [], 0
         for request in requests:
             per_text = []
