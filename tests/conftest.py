@@ -88,6 +88,18 @@ def _tokenizers():
     return wordpiece, bpe
 
 
+@pytest.fixture(autouse=True)
+def _torch_global_state_is_left_alone() -> Iterator[None]:
+    """A test (or the code it runs in-process) must not leave autograd switched off or the default dtype
+    changed: the tests that follow would fail for reasons far from the cause."""
+    import torch
+
+    yield
+    assert torch.is_grad_enabled(), "this test left autograd disabled (torch.set_grad_enabled(False) leaked)"
+    assert not torch.is_inference_mode_enabled(), "this test left inference mode on"
+    assert torch.get_default_dtype() == torch.float32, "this test changed torch's default dtype"
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four tiny random-init checkpoints (see the module docstring)."""
