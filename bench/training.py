@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import time
 
 import torch
@@ -88,7 +87,8 @@ def make_step(model, kind: str, ours: bool, autocast, batch):
 
 
 def timed(steps: list, n: int) -> list[float]:
-    """Run the steps in turn, n times after one warm-up round; each step's median seconds."""
+    """Run the steps in turn, n times after one warm-up round; each step's fastest time (best of n: the
+    least disturbed by other jobs on a shared machine)."""
     for step in steps:
         step()
     times: list[list[float]] = [[] for _ in steps]
@@ -97,7 +97,7 @@ def timed(steps: list, n: int) -> list[float]:
             start = time.perf_counter()
             step()
             times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    return [min(t) for t in times]
 
 
 def main() -> None:
@@ -158,7 +158,7 @@ def main() -> None:
         "",
         "One full training step (forward, loss, backward, clip, AdamW) on a batch of random ids "
         f"({args.batch_fraction:g} of the recipe's batch); "
-        f"median of {args.steps} steps after one warm-up. transformers = BertForMaskedLM (post-norm; MLM loss "
+        f"best of {args.steps} steps after one warm-up (other jobs make single steps vary up to 3×). transformers = BertForMaskedLM (post-norm; MLM loss "
         "over all positions with -100 labels, its standard use) / LlamaForCausalLM with the same sizes, in "
         "the same loop. Our encoder computes the MLM head only at the 15 % masked positions.",
         "",
