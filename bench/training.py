@@ -106,7 +106,10 @@ def main() -> None:
     parser.add_argument(
         "--batch-fraction", type=float, default=1.0, help="share of the recipe's batch to use"
     )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load_start = os.getloadavg()[0]
     rows = []
@@ -151,7 +154,8 @@ def main() -> None:
     lines = [
         "## training",
         "",
-        f"`python -m bench.training --steps {args.steps} --batch-fraction {args.batch_fraction}` on {machine()}; "
+        f"`python -m bench.training --steps {args.steps} --batch-fraction {args.batch_fraction} "
+        f"--threads {args.threads}` on {machine()}; "
         f"load average at the start {load_start:.1f}, at the end "
         f"{os.getloadavg()[0]:.1f} (other engineers' jobs share the 2 cores: absolute numbers are noisy, the "
         "ratios less so, since all variants of a recipe (ours/theirs, bf16/fp32) alternate step by step).",

@@ -54,7 +54,7 @@ def barrier(d: Distributed) -> None:
 
 def mean(value: torch.Tensor, d: Distributed) -> torch.Tensor:
     """The mean of ``value`` over ranks (a copy)."""
-    value = value.detach().clone()
+    value = value.detach().clone().to(d.device)  # NCCL reduces device tensors only
     if d.active:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= d.world

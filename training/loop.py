@@ -111,9 +111,16 @@ def _train(
         )
     cache = dict(kind=recipe.tokenizer.kind, vocab_size=recipe.tokenizer.vocab_size)
     cache |= dict(fraction=recipe.data.validation_fraction, seed=recipe.data.seed)
-    if d.main:
-        data = prepare_corpus(corpus, out / "data", build=True, **cache)
-    ddp.barrier(d)
+    failure: Exception | None = None
+    if d.main:  # rank 0 tokenizes; the others wait, then read its cache (or stop with it on an error)
+        try:
+            data = prepare_corpus(corpus, out / "data", build=True, **cache)
+        except Exception as error:  # noqa: BLE001 - re-raised below, after telling the other ranks
+            failure = error
+    if float(ddp.mean(torch.tensor(float(failure is not None)), d)) > 0:
+        if failure is not None:
+            raise failure
+        raise TrainingError("rank 0 could not prepare the corpus (see its error)")
     if not d.main:
         data = prepare_corpus(corpus, out / "data", build=False, **cache)
     tokenizer, L = data.tokenizer, recipe.data.seq_len
