@@ -245,6 +245,7 @@ def _train(
     model.train()
     bar = tqdm(total=total, initial=step, disable=not d.main, mininterval=1.0, dynamic_ncols=True)
     tokens_per_step = t.batch_size * L
+    window = [0, 0.0]  # tokens and training seconds since the last metrics line: tokens/s over the window
     while step < total:
         if offset + per_rank > order.numel():
             epoch, offset = epoch + 1, 0
@@ -276,9 +277,11 @@ def _train(
         loss_value = float(ddp.mean(loss, d))
         seconds = time.perf_counter() - started
         wall += seconds
+        window[0] += tokens_per_step
+        window[1] += seconds
         bar.update(1)
         bar.set_postfix(
-            loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / seconds:,.0f}", refresh=False
+            loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{window[0] / window[1]:,.0f}", refresh=False
         )
         if step % t.log_every == 0 or step == total:
             log(
@@ -288,10 +291,11 @@ def _train(
                     "lr": lr,
                     "grad_norm": float(grad_norm),
                     "tokens": tokens_seen,
-                    "tokens_per_s": tokens_per_step / seconds,
+                    "tokens_per_s": window[0] / window[1],
                     "wall_time_s": round(wall, 3),
                 }
             )
+            window[:] = [0, 0.0]
         if (t.eval_every and step % t.eval_every == 0) or step == total:
             if d.main:
                 last_eval = evaluate()
