@@ -10,13 +10,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
-
-
-class UsageError(ValueError):
-    """A command-line value that cannot be used; the message says which and why."""
+from atencion.references import UsageError, checkpoint_directory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,21 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the sampler, for reproducible samples")
     parser.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per token instead of text")
-
-
-def checkpoint_directory(reference: str) -> Path:
-    """A local directory, a shipped checkpoint name, or a Hub reference pulled into the cache."""
-    local = Path(reference).expanduser()
-    if local.is_dir():
-        return local
-    for folder in (SHIPPED, Path.cwd() / "checkpoints"):
-        if (folder / reference).is_dir():
-            return folder / reference
-    if "/" in reference and not local.exists():
-        from modeling.hub import resolve_model
-
-        return Path(resolve_model(reference).path)
-    raise UsageError(f"checkpoint: {reference!r} is neither a checkpoint directory nor a shipped name")
 
 
 def open_checkpoint(reference: str, kind: str):

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
+from atencion.references import UsageError, checkpoint_directory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,10 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class UsageError(ValueError):
-    """A command-line value that cannot be used; the message says which and why."""
-
-
 def parse_indices(value: str | None, name: str) -> list[int] | None:
     """``"0,2"`` → ``[0, 2]``; ``None`` → all."""
     if value is None:
@@ -47,28 +43,6 @@ def parse_indices(value: str | None, name: str) -> list[int] | None:
     if not indices:
         raise UsageError(f"--{name}: give at least one index, e.g. --{name} 0")
     return indices
-
-
-def checkpoint_directory(reference: str) -> Path:
-    """A checkpoint directory for a local path, a shipped checkpoint name or a Hub reference."""
-    local = Path(reference).expanduser()
-    if local.is_dir():
-        return local
-    for folder in (SHIPPED, Path.cwd() / "checkpoints"):
-        if (folder / reference).is_dir():
-            return folder / reference
-    if reference.count("/") == 1 and not reference.startswith((".", "/", "~")):
-        from modeling.hub import HubError, resolve_model
-
-        try:
-            return Path(resolve_model(reference).path)
-        except HubError as error:
-            raise UsageError(f"--model: {error}") from None
-    shipped = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
-    names = f" (shipped: {', '.join(shipped)})" if shipped else ""
-    raise UsageError(
-        f"--model: {reference!r} is neither a checkpoint directory, a shipped name{names} nor ORG/NAME[@REV]"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--dpi: must be between 30 and 600, got {args.dpi}")
         if not out.parent.is_dir():
             raise UsageError(f"--out: the folder {str(out.parent)!r} does not exist")
-        checkpoint = load_checkpoint(checkpoint_directory(args.model))
+        checkpoint = load_checkpoint(checkpoint_directory(args.model, "--model"))
         payload = analyse(
             checkpoint.model, checkpoint.tokenizer, args.text, layers=layers, heads=heads, target=args.target
         )
