@@ -274,7 +274,7 @@ def test_cli_reports_a_broken_or_wrong_checkpoint(tmp_path, decoder_dir, capsys)
     assert "error: model.safetensors: truncated" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", str(tmp_path / "nothing-here"), "w01"])
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2  # a usage error: no such directory, name or ORG/NAME reference
     assert "nothing-here' is neither a checkpoint directory" in capsys.readouterr().err
 
 
