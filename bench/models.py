@@ -237,7 +237,7 @@ Why the targets are missed, where they are:
 - Generation: a decode step is a chain of single-row mat-vecs over ~25 MB of float32 weights, bound by memory
   bandwidth on both sides. Ours saves transformers' per-token overhead (its generate loop, cache objects,
   mask building), computes logits for the last position only, and reads widening projections and the output
-  head from an (in, out) copy (`modeling.blocks.Projection`, ~2× faster per mat-vec), but the bytes to stream
+  head from an (in, out) copy (`modeling.projection.Projection`, ~2× faster per mat-vec), but the bytes to stream
   stay the same. bf16 weights would halve them, but bf16 mat-vecs here run at ~6 GB/s of weights against
   ~17 GB/s for fp32 (measured streaming 256→1024 weights, 1 thread), so bf16 decoding does not pay. Remaining
   per-token overhead sits in the attention module (RoPE angles recomputed for q and k in every layer, a

@@ -26,6 +26,7 @@ from modeling.config import TransformerConfig
 from modeling.kv_cache import KVCache
 from modeling.layouts import Layout
 from modeling.positions import RelativePositions, Rope
+from modeling.projection import Projection
 from modeling.scores import ScaledDotProduct, make_score
 from modeling.sparse import block_sparse_attend, masked_softmax
 
@@ -71,6 +72,8 @@ def attend(
                 positions=k_pos, relative=relative, need_weights=need_weights, dropout_p=dropout_p,
             )  # fmt: skip
     same = T == S and torch.equal(q_pos, k_pos)
+    if causal and not same and int(k_pos.max()) <= int(q_pos.min()):
+        causal = False  # no key lies in any query's future (decoding the newest token): nothing to mask
     mask = _dense_mask(
         layout, causal and not (same and layout is None and pad_mask is None), pad_mask, q_pos, k_pos, S - T
     )
@@ -129,10 +132,12 @@ class MultiHeadAttention(nn.Module):
         self.n_heads, self.d_head, self.d_model = config.n_heads, config.d_head, config.d_model
         self.causal = config.causal
         self.dropout = config.dropout
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)
+        self.qkv = Projection(config.d_model, 3 * config.d_model, bias=config.bias)
         self.out = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.score = make_score(config.attention, config.d_head)
-        self.rope = Rope(config.d_head, config.rope_theta) if config.position == "rope" else None
+        self.rope = (
+            Rope(config.d_head, config.rope_theta, config.max_len) if config.position == "rope" else None
+        )
         self.relative = (
             RelativePositions(config.d_head, config.relative_distance)
             if config.position == "relative"
@@ -158,7 +163,7 @@ class MultiHeadAttention(nn.Module):
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head)  # (B, T, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
         if self.rope is not None:
-            q, k = self.rope.apply(q, positions), self.rope.apply(k, positions)
+            q, k = self.rope.apply_pair(q, k, positions)
         k_pos = positions
         if cache is not None:
             past = cache.length

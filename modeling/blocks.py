@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -22,43 +21,9 @@ from modeling.config import TransformerConfig
 from modeling.kv_cache import KVCache
 from modeling.layouts import Layout
 from modeling.norms import make_norm
+from modeling.projection import Projection
 
 Sublayer = Callable[[Tensor], Tensor]
-
-
-# ---- projections ------------------------------------------------------------------------------------------------
-class Projection(nn.Linear):
-    """``nn.Linear`` (same parameters, same names) with a fast path for decoding one token at a time.
-
-    For one input row without autograd, ``F.linear`` multiplies by the transposed view of the ``(out, in)``
-    weight. When the projection widens (out > in) that mat-vec is twice as slow as one with a contiguous
-    ``(in, out)`` copy; when it narrows, the ``(out, in)`` layout is the faster one. Measured with weights
-    streamed from memory (1 thread, µs per call, ``F.linear`` → copy): 256→768 99 → 58, 256→1024 138 → 70,
-    256→8000 (an output head) 799 → 355; 1024→256 76 → 136 (so not used there). The copy is made once and
-    rebuilt whenever the weight changes (another tensor, dtype or device, or an in-place update, which bumps
-    the tensor's version); it costs the weight's size in memory.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        if (
-            self.out_features <= self.in_features
-            or torch.is_grad_enabled()
-            or torch.is_autocast_enabled(x.device.type)  # a bf16 mat-vec is far slower here
-            or x.shape[:-1].numel() != 1
-            or self.weight.is_inference()  # inference tensors carry no version counter
-        ):
-            return F.linear(x, self.weight, self.bias)
-        y = x @ self.transposed()  # (…, in) @ (in, out)
-        return y if self.bias is None else y + self.bias
-
-    def transposed(self) -> Tensor:
-        weight = self.weight
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
-        cached = self.__dict__.get("_transposed")
-        if cached is None or cached[0] != key:
-            cached = (key, weight.detach().t().contiguous())
-            self.__dict__["_transposed"] = cached  # a plain attribute: not a parameter, never saved
-        return cached[1]
 
 
 # ---- feed-forward variants ----------------------------------------------------------------------------------

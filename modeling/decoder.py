@@ -13,13 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from modeling.blocks import Block, Projection
+from modeling.blocks import Block
 from modeling.config import DecoderConfig
 from modeling.encoder import Embeddings, check_ids, check_mask, init_weights
 from modeling.kv_cache import KVCache
 from modeling.layouts import Layout, layout_for
 from modeling.norms import make_norm
 from modeling.outputs import ModelOutput
+from modeling.projection import Projection
 
 
 class Decoder(nn.Module):

@@ -68,13 +68,24 @@ class Rope:
     A plain object, not an ``nn.Module``: it has no weights, and its ``apply`` would shadow ``Module.apply``.
     """
 
-    def __init__(self, d_head: int, theta: float = 10000.0) -> None:
+    def __init__(self, d_head: int, theta: float = 10000.0, max_len: int = 0) -> None:
         if d_head % 2:
             raise ValueError(f"Rope needs an even head width, got {d_head}")
-        self.d_head, self.theta = d_head, theta
+        self.d_head, self.theta, self.max_len = d_head, theta, max_len
+        self._tables: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     def angles(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """cos and sin, each (T, D), in ``dtype``."""
+        """cos and sin, each (T, D), in ``dtype``: rows of a table of positions 0…max_len−1 computed once
+        (the same numbers, elementwise, as computing them for ``positions`` directly)."""
+        key = (dtype, positions.device)
+        if key not in self._tables and self.max_len > 0:
+            self._tables[key] = self._compute(torch.arange(self.max_len, device=positions.device), dtype)
+        if key in self._tables and positions.numel() and int(positions.max()) < self.max_len:
+            cos, sin = self._tables[key]
+            return cos[positions], sin[positions]  # (T, D) each
+        return self._compute(positions, dtype)
+
+    def _compute(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         work = torch.float64 if dtype == torch.float64 else torch.float32
         exponent = torch.arange(0, self.d_head, 2, dtype=torch.int64, device=positions.device).to(work)
         inv_freq = 1.0 / (self.theta ** (exponent / self.d_head))  # (D/2,)
@@ -84,12 +95,17 @@ class Rope:
 
     def apply(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x (B, H, T, D)`` at ``positions (T,)``; returns the same shape."""
-        if x.shape[-1] != self.d_head or positions.shape != (x.shape[-2],):
+        return self.apply_pair(x, None, positions)[0]
+
+    def apply_pair(self, q: Tensor, k: Tensor | None, positions: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Rotate queries and keys ``(B, H, T, D)`` at the same ``positions (T,)``, computing the angles once."""
+        if q.shape[-1] != self.d_head or positions.shape != (q.shape[-2],):
             raise ValueError(
-                f"Rope.apply: need x (..., T, {self.d_head}) and positions (T,), got {tuple(x.shape)} and {tuple(positions.shape)}"
+                f"Rope.apply: need x (..., T, {self.d_head}) and positions (T,), got {tuple(q.shape)} and {tuple(positions.shape)}"
             )
-        cos, sin = self.angles(positions, x.dtype)
-        return x * cos + rotate_half(x) * sin
+        cos, sin = self.angles(positions, q.dtype)
+        rotated_k = None if k is None else k * cos + rotate_half(k) * sin
+        return q * cos + rotate_half(q) * sin, rotated_k
 
     def __repr__(self) -> str:
         return f"Rope(d_head={self.d_head}, theta={self.theta})"

@@ -98,7 +98,7 @@ def test_block_dropout_only_in_training() -> None:
 
 
 def test_projection_single_row_fast_path_equals_linear_and_follows_updates() -> None:
-    from modeling.blocks import Projection
+    from modeling.projection import Projection
 
     torch.manual_seed(6)
     projection = Projection(16, 40)

@@ -109,3 +109,16 @@ def test_relative_gradcheck() -> None:
     assert torch.autograd.gradcheck(
         lambda q, p: rel.score_term(q, index).sum() + rel.value_term(p, index), (q, p)
     )
+
+
+def test_rope_table_gives_the_directly_computed_angles_and_falls_back_past_max_len():
+    """The cached table is a speed-up only: the same numbers (tolerance 0), and positions past it still work."""
+    from modeling.positions import Rope
+
+    table, direct = Rope(16, 10000.0, max_len=32), Rope(16, 10000.0)
+    x = torch.randn(1, 2, 5, 16)
+    for positions in (torch.arange(5), torch.tensor([3, 9, 17, 30, 31]), torch.arange(40, 45)):
+        assert torch.equal(table.apply(x, positions), direct.apply(x, positions))
+    q, k = table.apply_pair(x, x.flip(-1), torch.arange(5))
+    assert torch.equal(q, direct.apply(x, torch.arange(5)))
+    assert torch.equal(k, direct.apply(x.flip(-1), torch.arange(5)))
