@@ -220,7 +220,7 @@ vocab 8000); the generated ids are checked equal to transformers' before timing:
     text = (
         f"""## Models: encoder forward and greedy generation against transformers
 
-Command: `python -m bench.models` · machine: {where} (default threads; each run below
+Command: `python -m bench.models --threads {args.threads}` · machine: {where} (default threads; each run below
 sets its own). Same weights on both sides (the parity tests' mappings), same process; candidates take turns,
 median of {repeats} runs each. Other engineers' jobs shared these 2 cores while this ran (see the load
 averages), so wall times are noisy; CPU-seconds of this process are the steadier measure, and every ratio
@@ -239,10 +239,11 @@ Why the targets are missed, where they are:
   mask building), computes logits for the last position only, and reads widening projections and the output
   head from an (in, out) copy (`modeling.projection.Projection`, ~2× faster per mat-vec), but the bytes to stream
   stay the same. bf16 weights would halve them, but bf16 mat-vecs here run at ~6 GB/s of weights against
-  ~17 GB/s for fp32 (measured streaming 256→1024 weights, 1 thread), so bf16 decoding does not pay. Remaining
-  per-token overhead sits in the attention module (RoPE angles recomputed for q and k in every layer, a
-  causal mask built for a single query row, the qkv projection through `F.linear`); patching those three in
-  a scratch run gave +19% tokens per CPU-second.
+  ~17 GB/s for fp32 (measured streaming 256→1024 weights, 1 thread), so bf16 decoding does not pay. The
+  attention module reads RoPE angles from a table, builds no mask for the newest token and runs the fused
+  qkv through the same (in, out) copy; what is left per token is the ~25 MB of weights and Python/ATen
+  dispatch (~400 small ops per token): the 2× target would need fewer, larger ops (e.g. a compiled or
+  fused decode step) rather than fewer bytes.
 """
     )
     print(text)
