@@ -262,6 +262,8 @@ def _train(
                     vocab_size=config.vocab_size,
                     special_ids=specials,
                     generator=generator,
+                    probability=t.mask_probability,
+                    replace=(t.mask_token_share, t.random_token_share),
                 )
                 loss = wrapped(m.inputs.to(d.device), m.positions.to(d.device), m.labels.to(d.device))
             else:

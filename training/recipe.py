@@ -65,6 +65,9 @@ class TrainingRecipe:
     precision: str = "auto"  # auto (bf16 autocast where the CPU/GPU supports it) | bf16 | fp32
     seed: int = 0  # weights, dropout, data order, masking
     threads: int = 0  # torch threads (0 = torch's default)
+    mask_probability: float = 0.15  # masked LM: share of the tokens chosen for prediction (Devlin 2019)
+    mask_token_share: float = 0.8  # of the chosen tokens, the share replaced by [MASK] ...
+    random_token_share: float = 0.1  # ... and by a random token (the rest stay unchanged)
 
 
 @dataclass(frozen=True)
@@ -259,5 +262,15 @@ def _validate(recipe: Recipe) -> None:
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(t, name) < 1.0:
             raise RecipeError(f"training.{name}: must be in [0, 1), got {getattr(t, name)}")
+    if not 0.0 < t.mask_probability < 1.0:
+        raise RecipeError(f"training.mask_probability: must be in (0, 1), got {t.mask_probability}")
+    for name in ("mask_token_share", "random_token_share"):
+        if not 0.0 <= getattr(t, name) <= 1.0:
+            raise RecipeError(f"training.{name}: must be in [0, 1], got {getattr(t, name)}")
+    if t.mask_token_share + t.random_token_share > 1.0:
+        raise RecipeError(
+            "training.random_token_share: mask_token_share + random_token_share must be <= 1, got "
+            f"{t.mask_token_share} + {t.random_token_share}"
+        )
     if t.precision not in PRECISIONS:
         raise RecipeError(f"training.precision: must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -57,11 +58,14 @@ def test_overrides_are_typed_by_the_field_they_set() -> None:
         ("model.vocab_size=100", "set by the trained tokenizer"),
         ("training.precision=fp16", "training.precision"),
         ("data.seq_len=4096", "data.seq_len"),
+        ("training.mask_probability=0", "training.mask_probability: must be in (0, 1)"),
+        ("training.mask_token_share=1.5", "training.mask_token_share: must be in [0, 1]"),
+        ("training.random_token_share=0.5", "mask_token_share + random_token_share must be <= 1"),
         ("steps", "expected KEY=VALUE"),
     ],
 )
 def test_bad_overrides_are_errors_naming_the_key(override: str, message: str) -> None:
-    with pytest.raises(RecipeError, match=message.replace(".", r"\.").replace("(", r"\(")):
+    with pytest.raises(RecipeError, match=re.escape(message)):
         load_recipe("encoder-dense", [override])
 
 
