@@ -8,8 +8,8 @@ for the parameter count), ``training.json`` (written by the training loop), ``ev
 
 Fields read, all optional:
 - training.json: ``recipe`` (str or mapping), ``corpus`` (str), ``datasets`` (Hub dataset ids), ``license``,
-  ``split`` ({"train": [names], "validation": [names]}), ``tokens_seen``, ``steps``, ``wall_time_s``,
-  ``hardware``, ``command``.
+  ``split`` ({"train": [names], "validation": [names]}), ``works`` (per document: file, split, title, author,
+  gutenberg_id), ``tokens_seen``, ``steps``, ``wall_time_s``, ``hardware``, ``command``, ``stopped``.
 - evaluation.json: ``metrics`` and ``baseline`` (name → number), ``baseline_name``, ``corpus``, ``split``.
 - samples.json: a list of {"input", "output"} (or "prompt"/"completion").
 """
@@ -165,7 +165,10 @@ def _training(training: dict) -> list[str]:
     lines = ["## Training data", ""]
     corpus = training.get("corpus")
     # Only the folder's name: an absolute path says where the trainer's files were, not what they were.
-    lines.append(f"Corpus: {Path(str(corpus)).name or corpus if corpus else 'not recorded'}.")
+    if isinstance(training.get("works"), list) and training["works"]:
+        lines.append(f"Corpus: {len(training['works'])} documents, listed below with their sources.")
+    else:
+        lines.append(f"Corpus: {Path(str(corpus)).name or corpus if corpus else 'not recorded'}.")
     split = training.get("split") if isinstance(training.get("split"), dict) else {}
     if split:
         train, valid = list(split.get("train") or []), list(split.get("validation") or [])
@@ -174,6 +177,7 @@ def _training(training: dict) -> list[str]:
             f"Split by document (no validation text is trained on): {len(train)} training and "
             f"{len(valid)} validation documents" + (f"; validation: {shown}." if valid else ".")
         )
+    lines += _works(training.get("works"))
     data = training.get("data") if isinstance(training.get("data"), dict) else {}
     steps = training.get("step", training.get("steps"))
     validation = training.get("validation") if isinstance(training.get("validation"), dict) else {}
@@ -195,13 +199,30 @@ def _training(training: dict) -> list[str]:
         lines += [f"| {k} | {_number(v) if v is not None else 'not recorded'} |" for k, v in rows]
     else:
         lines.append("Not recorded (no training.json).")
+    if training.get("stopped"):
+        lines += ["", f"The run was {training['stopped']}."]
     if training.get("command"):
-        lines += ["", "Reproduce:", "", "```", str(training["command"]), "```"]
+        where = " (`CORPUS`: the folder of the works above)" if training.get("works") else ""
+        lines += ["", f"Reproduce{where}:", "", "```", str(training["command"]), "```"]
     recipe = training.get("recipe")
     if recipe:
         text = recipe if isinstance(recipe, str) else json.dumps(recipe, indent=2, ensure_ascii=False)
         lines += ["", "<details><summary>Recipe</summary>", "", "```json", text, "```", "", "</details>"]
     return lines + [""]
+
+
+def _works(works: Any) -> list[str]:
+    """The documents trained and validated on, with title, author and Project Gutenberg number."""
+    if not isinstance(works, list) or not works:
+        return []
+    lines = ["", "| work | author | Project Gutenberg | split |", "|---|---|---|---|"]
+    for work in works:
+        if isinstance(work, dict):
+            number = str(work.get("gutenberg_id") or "")
+            pg = f"[#{number}](https://www.gutenberg.org/ebooks/{number})" if number.isdigit() else "—"
+            title = work.get("title") or f"`{work.get('file', '?')}`"
+            lines.append(f"| {title} | {work.get('author') or '—'} | {pg} | {work.get('split', '?')} |")
+    return lines
 
 
 def _pair(first: Any, second: Any, joint: str = " / ") -> str | None:
