@@ -86,8 +86,9 @@ class _BlockSparseDot(torch.autograd.Function):
         qb, kb, vb, out, lse, key_blocks, tile_mask, key_real = ctx.saved_tensors
         B, H, nb, Bs, D = qb.shape
         dq = torch.zeros_like(qb)
-        dk = torch.zeros_like(kb).view(B, H * nb, Bs, D)  # (B, H·nb, Bs, D): one row per (head, block)
-        dv = torch.zeros_like(vb).view(B, H * nb, Bs, vb.shape[-1])
+        # contiguous whatever kb/vb's strides (zeros_like would copy a permuted view's), so the views work
+        dk = kb.new_zeros(kb.shape).view(B, H * nb, Bs, D)  # (B, H·nb, Bs, D): one row per (head, block)
+        dv = vb.new_zeros(vb.shape).view(B, H * nb, Bs, vb.shape[-1])
         head = torch.arange(H, device=qb.device)[:, None, None]  # (H, 1, 1)
         for rows in _chunks(nb, ctx.step):
             keys = key_blocks[:, rows]  # (H, C, K)

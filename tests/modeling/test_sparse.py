@@ -218,3 +218,22 @@ def test_no_n_by_n_tensor_on_the_compute_path() -> None:
         )
         out.sum().backward()
     assert mode.largest <= 2 * n * 2 * bs * 2  # (B, H, n, K·Bs) tiles with K = 2; n² = 262 144
+
+
+def test_recomputing_backward_accepts_strided_keys_and_values() -> None:
+    """k and v as views of a fused (B, T, H, D) projection, as the model makes them: with T a multiple of the
+    block size their blocks are views too, and the backward must not assume contiguous memory."""
+    n, bs = 16, 4
+    layout = local(n, 2, 4, causal=False, block_size=bs)
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(1, 2, n, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(1, n, 2, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+
+    def f(q, k, v):
+        out, _ = block_sparse_attend(
+            q, k.transpose(1, 2), v.transpose(1, 2), score=ScaledDotProduct(3), layout=layout, causal=False,
+            pad_mask=None, positions=torch.arange(n),
+        )  # fmt: skip
+        return out
+
+    assert torch.autograd.gradcheck(f, (q, k, v))
