@@ -70,7 +70,7 @@ def hardware(device: torch.device, world: int) -> str:
     where = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else f"{cpu}, {torch.get_num_threads()} threads"
+        else f"{cpu}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
     )
     return f"{world} × {where}, torch {torch.__version__}"
 

@@ -189,6 +189,8 @@ def _training(training: dict) -> list[str]:
         ("tokens seen", training.get("tokens_seen")),
         ("optimizer steps", _pair(steps, training.get("total_steps"), " of ")),
         ("wall time", _duration(training.get("wall_time_s"))),
+        ("compute time (tokens seen / median tokens/s)", _duration(training.get("compute_time_s"))),
+        ("median tokens/s", training.get("median_tokens_per_s")),
         ("hardware", training.get("hardware")),
         ("precision", training.get("precision")),
         ("last validation during training", last or None),
@@ -259,15 +261,22 @@ def _evaluation(evaluation: dict | None) -> list[str]:
 
 
 def _samples(samples: Any) -> list[str]:
+    """Fill-mask samples ({"input", "output"}) as a table; generations ({"prompt", "completion"}) as text
+    blocks, prompt and continuation together, since a continuation spans lines."""
     if not isinstance(samples, list) or not samples:
         return []
     lines = ["## Sample outputs", ""]
+    rows = [s for s in samples if isinstance(s, dict) and "input" in s]
+    if rows:
+        lines += ["| input | output |", "|---|---|"]
+        lines += [f"| `{s['input']}` | {str(s.get('output', '')).replace('|', '∣')} |" for s in rows]
+        lines.append("")
+    fence = "`" * 3
     for sample in samples:
-        if isinstance(sample, dict):
-            given = sample.get("input", sample.get("prompt", ""))
-            got = sample.get("output", sample.get("completion", ""))
-            lines += [f"- input: `{given}`", f"  output: `{got}`"]
-    return lines + [""]
+        if isinstance(sample, dict) and "prompt" in sample:
+            text = f"{sample['prompt']}{sample.get('completion', '')}".replace(fence, "'" * 3)
+            lines += [f"Prompt `{sample['prompt']}`:", "", fence + "text", text, fence, ""]
+    return lines
 
 
 def build_model_card(checkpoint: str | Path, repo_id: str | None = None) -> str:

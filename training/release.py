@@ -99,6 +99,22 @@ def clean_command(command: str, name: str, step: int, total: int) -> str:
     return " ".join(out)
 
 
+def compute_time(metrics: Path, tokens_seen: int) -> dict[str, float] | None:
+    """Training time as tokens seen / the run's median tokens/s (its metrics.jsonl lines): unlike the wall
+    time, it does not count pauses (a run stopped and resumed, or sharing its cores with other runs)."""
+    if not metrics.is_file() or tokens_seen <= 0:
+        return None
+    rates = sorted(
+        r["tokens_per_s"]
+        for r in map(json.loads, metrics.read_text(encoding="utf-8").splitlines())
+        if "split" not in r and r.get("tokens_per_s", 0) > 0
+    )
+    if not rates:
+        return None
+    median = rates[len(rates) // 2]
+    return {"compute_time_s": round(tokens_seen / median, 1), "median_tokens_per_s": round(median, 1)}
+
+
 def clean_record(record: dict[str, Any], name: str, manifest: dict[str, dict[str, str]]) -> dict[str, Any]:
     """training.json without machine paths, as a run of the steps it reached, with the works listed."""
     record = dict(record)
@@ -171,6 +187,7 @@ def release(run: Path, out: Path, corpus: Path | None = None) -> Path:
     manifest = read_manifest(corpus) if corpus else {}
     record = json.loads((out / "training.json").read_text(encoding="utf-8"))
     record = clean_record(record, out.name, manifest)
+    record |= compute_time(run / "metrics.jsonl", int(record.get("tokens_seen") or 0)) or {}
     (out / "training.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", "utf-8")
     if (out / "evaluation.json").is_file():
         evaluation = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
@@ -179,6 +196,7 @@ def release(run: Path, out: Path, corpus: Path | None = None) -> Path:
         (out / "evaluation.json").write_text(
             json.dumps(evaluation, indent=1, ensure_ascii=False) + "\n", "utf-8"
         )
+    write_sums(out.parent)  # the sums of an earlier release of ``out`` no longer hold
     samples = run_examples(out)
     (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False) + "\n", "utf-8")
     (out / "README.md").write_text(build_model_card(out), encoding="utf-8")

@@ -97,10 +97,18 @@ def test_samples_and_sparse_layout_appear(tmp_path):
     config = json.loads((ckpt / "config.json").read_text())
     config["attention"] |= {"pattern": "strided", "window": 8, "stride": 8, "block_size": 4}
     (ckpt / "config.json").write_text(json.dumps(config))
-    (ckpt / "samples.json").write_text(json.dumps([{"input": "¿dónde [MASK] el niño?", "output": "está"}]))
+    samples = [
+        {"input": "¿dónde [MASK] el niño?", "output": "está (0.61), vive (0.12)"},
+        {"prompt": "Érase una vez", "completion": " un rey\nque tenía ```tres``` hijas"},
+    ]
+    (ckpt / "samples.json").write_text(json.dumps(samples))
     meta, body = split_card(build_model_card(ckpt))
     assert "| attention | strided (window 8, stride 8, block 4); score dot |" in body
-    assert "- input: `¿dónde [MASK] el niño?`" in body and "attention-strided" in meta["tags"]
+    assert "| `¿dónde [MASK] el niño?` | está (0.61), vive (0.12) |" in body
+    assert "attention-strided" in meta["tags"]
+    # a continuation spans lines: one text block with the prompt, whose fence the text cannot close
+    fence = "`" * 3
+    assert f"{fence}text\nÉrase una vez un rey\nque tenía '''tres''' hijas\n{fence}" in body
 
 
 def test_a_written_card_is_kept_and_a_broken_record_is_a_clear_error(tmp_path):

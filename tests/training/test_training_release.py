@@ -61,6 +61,8 @@ def test_release_makes_a_verified_checkpoint_with_card_works_and_examples(
     assert "run_dir" not in released and released["corpus"] == "CORPUS"
     assert released["total_steps"] == released["step"] and released["complete"] is True
     assert released["command"].endswith(f"--set training.steps={released['step']}")
+    rate = released["median_tokens_per_s"]
+    assert rate > 0 and released["compute_time_s"] == round(released["tokens_seen"] / rate, 1)
     split = {w["file"]: w["split"] for w in released["works"]}
     assert len(split) == 6 and set(split.values()) == {"train", "validation"}
     samples = json.loads((out / "samples.json").read_text(encoding="utf-8"))
@@ -70,11 +72,13 @@ def test_release_makes_a_verified_checkpoint_with_card_works_and_examples(
     card = (out / "README.md").read_text(encoding="utf-8")
     assert "Obra número 3" in card and "https://www.gutenberg.org/ebooks/1003" in card
     assert "--corpus CORPUS" in card and str(tmp_path) not in card
-    assert "stopped at step" in card
+    assert "stopped at step" in card and "compute time (tokens seen / median tokens/s)" in card
 
     sums = (out.parent / "SHA256SUMS").read_text(encoding="utf-8")
     assert f"  {out.name}/model.safetensors" in sums
     load_checkpoint(out)  # verifies the sums
+    assert main([str(run), str(out), "--corpus", str(corpus_with_manifest)]) == 0  # again, over itself
+    load_checkpoint(out)
     weights = bytearray((out / "model.safetensors").read_bytes())
     weights[-1] ^= 1
     (out / "model.safetensors").write_bytes(bytes(weights))
