@@ -144,7 +144,14 @@ def _train(
     optimizer = torch.optim.AdamW(
         parameter_groups(model, t.weight_decay), lr=1.0, betas=(t.beta1, t.beta2), eps=t.eps
     )
-    scheduler = noam_scheduler(optimizer, d_model=config.d_model, warmup=t.warmup, factor=t.noam_factor)
+    scheduler = noam_scheduler(
+        optimizer,
+        d_model=config.d_model,
+        warmup=t.warmup,
+        factor=t.noam_factor,
+        total=recipe.total_steps,
+        cooldown_steps=t.cooldown,
+    )
     step = epoch = offset = tokens_seen = 0
     wall = 0.0
     if resume:

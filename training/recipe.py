@@ -53,6 +53,7 @@ class TrainingRecipe:
     tokens: int = 0  # token budget; > 0 sets steps = ceil(tokens / (batch_size · seq_len))
     warmup: int = 400  # Noam warm-up steps
     noam_factor: float = 1.0  # Noam scale factor
+    cooldown: int = 0  # last steps over which the rate falls linearly to 0 (0 = none; Zhai et al. 2022)
     beta1: float = 0.9
     beta2: float = 0.98  # Vaswani 2017
     eps: float = 1e-9
@@ -253,6 +254,10 @@ def _validate(recipe: Recipe) -> None:
             raise RecipeError(f"training.{name}: must be >= 0, got {getattr(t, name)}")
     if recipe.total_steps < 1:
         raise RecipeError("training.steps: must be >= 1 (or set training.tokens)")
+    if not 0 <= t.cooldown <= recipe.total_steps:
+        raise RecipeError(
+            f"training.cooldown: must be in [0, {recipe.total_steps}] (the run's steps), got {t.cooldown}"
+        )
     for name in ("noam_factor", "eps"):
         if getattr(t, name) <= 0:
             raise RecipeError(f"training.{name}: must be > 0, got {getattr(t, name)}")

@@ -123,6 +123,11 @@ def clean_record(record: dict[str, Any], name: str, manifest: dict[str, dict[str
     step, total = int(record.get("step", 0)), int(record.get("total_steps", 0))
     if record.get("command"):
         record["command"] = clean_command(str(record["command"]), name, step, total)
+    cooling = isinstance(record.get("recipe"), dict) and record["recipe"].get("training", {}).get("cooldown")
+    if step and step < total and cooling:
+        raise ValueError(
+            f"the run stopped at step {step} of {total} with a cooldown: no run of {step} steps equals it"
+        )
     if step and step < total:
         record["stopped"] = f"stopped at step {step} of {total}; equal to a run with training.steps={step}"
         record["total_steps"], record["complete"] = step, True

@@ -59,6 +59,7 @@ def test_overrides_are_typed_by_the_field_they_set() -> None:
         ("training.precision=fp16", "training.precision"),
         ("data.seq_len=4096", "data.seq_len"),
         ("training.mask_probability=0", "training.mask_probability: must be in (0, 1)"),
+        ("training.cooldown=3000", "training.cooldown: must be in [0, 2000]"),
         ("training.mask_token_share=1.5", "training.mask_token_share: must be in [0, 1]"),
         ("training.random_token_share=0.5", "mask_token_share + random_token_share must be <= 1"),
         ("steps", "expected KEY=VALUE"),

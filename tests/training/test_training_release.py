@@ -91,3 +91,13 @@ def test_release_of_a_folder_without_a_run_is_a_clear_error(
 ) -> None:
     assert main([str(tmp_path), str(tmp_path / "out")]) == 1
     assert "missing config.json" in capsys.readouterr().err
+
+
+def test_a_run_stopped_before_its_cooldown_ended_is_not_recorded_as_a_shorter_run() -> None:
+    from training.release import clean_record
+
+    record = {"step": 500, "total_steps": 1000, "recipe": {"training": {"cooldown": 200, "steps": 1000}}}
+    with pytest.raises(ValueError, match="with a cooldown"):
+        clean_record(record, "x", {})
+    record["recipe"]["training"]["cooldown"] = 0
+    assert clean_record(record, "x", {})["recipe"]["training"]["steps"] == 500

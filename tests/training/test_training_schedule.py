@@ -29,3 +29,18 @@ def test_scheduler_gives_step_k_the_rate_of_step_k() -> None:
         assert math.isclose(optimizer.param_groups[0]["lr"], noam(step, d_model=64, warmup=10), rel_tol=1e-12)
         optimizer.step()
         scheduler.step()
+
+
+def test_cooldown_falls_linearly_to_the_last_step() -> None:
+    from training.schedule import cooldown
+
+    assert [cooldown(k, total=10, steps=4) for k in range(1, 11)] == [1, 1, 1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25]
+    assert all(cooldown(k, total=10, steps=0) == 1.0 for k in range(1, 11))
+    p = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([p], lr=1.0)
+    scheduler = noam_scheduler(optimizer, d_model=64, warmup=3, total=10, cooldown_steps=4)
+    for step in range(1, 11):
+        expected = noam(step, d_model=64, warmup=3) * cooldown(step, total=10, steps=4)
+        assert math.isclose(optimizer.param_groups[0]["lr"], expected, rel_tol=1e-12)
+        optimizer.step()
+        scheduler.step()
