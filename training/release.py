@@ -141,8 +141,20 @@ def clean_record(record: dict[str, Any], name: str, manifest: dict[str, dict[str
     return record
 
 
-def run_examples(directory: Path) -> list[dict[str, str]]:
-    """The fixed examples through the checkpoint: fill-mask (top 3) for an encoder, sampling for a decoder."""
+def read_examples(path: Path) -> tuple[str, ...]:
+    """A JSON list of strings: prompts for a decoder, sentences with ``[MASK]`` for an encoder."""
+    try:
+        examples = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--examples: {path} is not a readable JSON file ({error})") from error
+    if not isinstance(examples, list) or not examples or not all(isinstance(e, str) and e for e in examples):
+        raise ValueError(f"--examples: {path} must hold a JSON list of non-empty strings")
+    return tuple(examples)
+
+
+def run_examples(directory: Path, examples: tuple[str, ...] | None = None) -> list[dict[str, str]]:
+    """The examples through the checkpoint: fill-mask (top 3) for an encoder, sampling for a decoder; by
+    default the fixed Spanish ones above."""
     from atencion.commands.fill_mask import fill_mask
     from modeling.checkpoint import load_checkpoint
     from modeling.generation import Sampling, generate_text
@@ -151,14 +163,14 @@ def run_examples(directory: Path) -> list[dict[str, str]]:
     checkpoint.model.eval()
     samples = []
     if checkpoint.config.kind == "encoder":
-        for text in FILL_MASK_EXAMPLES:
+        for text in examples or FILL_MASK_EXAMPLES:
             (candidates,) = fill_mask(checkpoint, text, top_k=3)
             shown = ", ".join(f"{c['token_str']} ({c['score']:.2f})" for c in candidates)
             samples.append({"input": text, "output": shown})
         return samples
     room = checkpoint.config.max_len // 2  # a model with a short context gets a shorter example
     sampling = Sampling(**{**SAMPLING, "max_new_tokens": min(SAMPLING["max_new_tokens"], room)})
-    for prompt in GENERATION_EXAMPLES:
+    for prompt in examples or GENERATION_EXAMPLES:
         ids = checkpoint.tokenizer.encode(prompt).ids[-room:]
         completion = generate_text(checkpoint.model, checkpoint.tokenizer, ids, sampling)
         samples.append({"prompt": prompt, "completion": completion})
@@ -176,7 +188,9 @@ def write_sums(root: Path) -> Path:
     return target
 
 
-def release(run: Path, out: Path, corpus: Path | None = None) -> Path:
+def release(
+    run: Path, out: Path, corpus: Path | None = None, examples: tuple[str, ...] | None = None
+) -> Path:
     """Make ``out`` the released form of ``run``'s checkpoint; returns ``out``."""
     source = run / "checkpoint"
     for required in (CONFIG, WEIGHTS, TOKENIZER, "training.json"):
@@ -202,7 +216,7 @@ def release(run: Path, out: Path, corpus: Path | None = None) -> Path:
             json.dumps(evaluation, indent=1, ensure_ascii=False) + "\n", "utf-8"
         )
     write_sums(out.parent)  # the sums of an earlier release of ``out`` no longer hold
-    samples = run_examples(out)
+    samples = run_examples(out, examples)
     (out / "samples.json").write_text(json.dumps(samples, indent=1, ensure_ascii=False) + "\n", "utf-8")
     (out / "README.md").write_text(build_model_card(out), encoding="utf-8")
     write_sums(out.parent)
@@ -218,9 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="the training run's folder (holds checkpoint/)")
     parser.add_argument("out", type=Path, help="the released checkpoint's folder, e.g. checkpoints/NAME")
     parser.add_argument("--corpus", type=Path, help="the corpus folder, for its MANIFEST.tsv")
+    parser.add_argument("--examples", type=Path, help="a JSON list of prompts (or of sentences with [MASK])")
     args = parser.parse_args(argv)
     try:
-        print(release(args.run, args.out, args.corpus))
+        examples = read_examples(args.examples) if args.examples else None
+        print(release(args.run, args.out, args.corpus, examples))
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

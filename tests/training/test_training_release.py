@@ -101,3 +101,19 @@ def test_a_run_stopped_before_its_cooldown_ended_is_not_recorded_as_a_shorter_ru
         clean_record(record, "x", {})
     record["recipe"]["training"]["cooldown"] = 0
     assert clean_record(record, "x", {})["recipe"]["training"]["steps"] == 500
+
+
+def test_release_with_own_examples_and_bad_example_files(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained["decoder"], run)
+    own = tmp_path / "prompts.json"
+    own.write_text(json.dumps(["Había una vez"]), encoding="utf-8")
+    assert main([str(run), str(tmp_path / "out" / "d"), "--examples", str(own)]) == 0
+    samples = json.loads((tmp_path / "out" / "d" / "samples.json").read_text(encoding="utf-8"))
+    assert [s["prompt"] for s in samples] == ["Había una vez"]
+    for content in ("{not json", json.dumps({"a": 1}), json.dumps([])):
+        own.write_text(content, encoding="utf-8")
+        assert main([str(run), str(tmp_path / "out" / "e"), "--examples", str(own)]) == 1
+        assert "--examples:" in capsys.readouterr().err
