@@ -211,6 +211,7 @@ def release(
     if (out / "evaluation.json").is_file():
         evaluation = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
         evaluation["corpus"] = "the held-out documents of CORPUS"
+        evaluation["checkpoint"] = out.name
         evaluation.pop("saved_to", None)
         (out / "evaluation.json").write_text(
             json.dumps(evaluation, indent=1, ensure_ascii=False) + "\n", "utf-8"

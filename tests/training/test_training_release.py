@@ -51,6 +51,8 @@ def test_release_makes_a_verified_checkpoint_with_card_works_and_examples(
     record["total_steps"] = record["step"] + 60  # as if stopped at a checkpoint before the end
     record["command"] = f"atencion train x --corpus {corpus_with_manifest} --out {run}"
     record_path.write_text(json.dumps(record), encoding="utf-8")
+    evaluation = {"checkpoint": str(run / "checkpoint"), "corpus": str(corpus_with_manifest), "metrics": {}}
+    (run / "checkpoint" / "evaluation.json").write_text(json.dumps(evaluation), encoding="utf-8")
     out = tmp_path / "checkpoints" / f"{kind}-tiny"
 
     assert main([str(run), str(out), "--corpus", str(corpus_with_manifest)]) == 0
