@@ -14,7 +14,7 @@ from training.release import FILL_MASK_EXAMPLES, GENERATION_EXAMPLES, clean_comm
 
 def test_clean_command_names_no_machine_path_and_records_the_steps_reached() -> None:
     command = (
-        "atencion train decoder-dense --corpus /work/shared/corpus/es --out /work/x/runs/dd --resume "
+        "atencion train decoder-dense --corpus /data/corpus/es --out /scratch/runs/dd --resume "
         "--set training.threads=1 training.steps=1500"
     )
     assert clean_command(command, "decoder-dense", 1000, 1500) == (
