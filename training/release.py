@@ -80,7 +80,8 @@ def works(split: dict, manifest: dict[str, dict[str, str]]) -> list[dict[str, st
 
 def clean_command(command: str, name: str, step: int, total: int) -> str:
     """The recorded command with the corpus as ``CORPUS``, the run as ``runs/NAME``, no ``--resume``, and
-    ``training.steps=STEP`` when the run was stopped before its total."""
+    ``training.steps=STEP`` in place of the run's own when it was stopped before its total (a run that
+    reached its total keeps the steps it was given)."""
     words = command.split()
     out: list[str] = []
     skip = None
@@ -92,7 +93,7 @@ def clean_command(command: str, name: str, step: int, total: int) -> str:
         if word in ("--corpus", "--out"):
             out.append(word)
             skip = "CORPUS" if word == "--corpus" else f"runs/{name}"
-        elif word != "--resume" and not word.startswith("training.steps="):
+        elif word != "--resume" and not (step < total and word.startswith("training.steps=")):
             out.append(word)
     if step < total:
         out += ["training.steps=" + str(step)] if "--set" in out else ["--set", f"training.steps={step}"]

@@ -28,6 +28,10 @@ def test_clean_command_names_no_machine_path_and_records_the_steps_reached() -> 
     assert (
         clean_command(plain, "e", 2000, 2000) == "atencion train encoder-dense --corpus CORPUS --out runs/e"
     )
+    finished = "atencion train d --corpus c --out r --resume --set training.steps=1500 training.cooldown=250"
+    assert clean_command(finished, "d", 1500, 1500) == (
+        "atencion train d --corpus CORPUS --out runs/d --set training.steps=1500 training.cooldown=250"
+    )
 
 
 @pytest.fixture
