@@ -256,7 +256,8 @@ def _validate(recipe: Recipe) -> None:
         raise RecipeError("training.steps: must be >= 1 (or set training.tokens)")
     if not 0 <= t.cooldown <= recipe.total_steps:
         raise RecipeError(
-            f"training.cooldown: must be in [0, {recipe.total_steps}] (the run's steps), got {t.cooldown}"
+            f"training.cooldown: must be in [0, {recipe.total_steps}] (the run's steps), got {t.cooldown}; "
+            "a shorter run needs a shorter cooldown too, e.g. training.cooldown=0"
         )
     for name in ("noam_factor", "eps"):
         if getattr(t, name) <= 0:

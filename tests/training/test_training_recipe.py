@@ -34,15 +34,18 @@ def test_overrides_are_typed_by_the_field_they_set() -> None:
         "decoder-sparse",
         [
             "training.steps=7",
+            "training.cooldown=2",
             "training.clip=0.5",
             "model.attention.window=64",
             "model.bias=true",
             "training.precision=fp32",
         ],
     )
-    assert recipe.training.steps == 7 and recipe.total_steps == 7
+    assert recipe.training.steps == 7 and recipe.total_steps == 7 and recipe.training.cooldown == 2
     assert recipe.training.clip == 0.5 and recipe.model.attention.window == 64 and recipe.model.bias is True
-    assert load_recipe("encoder-dense", ["training.tokens=819200"]).total_steps == 100  # 819200 / (32·256)
+    assert (
+        load_recipe("encoder-dense", ["training.tokens=819200", "training.cooldown=0"]).total_steps == 100
+    )  # 819200 / (32·256)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +62,8 @@ def test_overrides_are_typed_by_the_field_they_set() -> None:
         ("training.precision=fp16", "training.precision"),
         ("data.seq_len=4096", "data.seq_len"),
         ("training.mask_probability=0", "training.mask_probability: must be in (0, 1)"),
-        ("training.cooldown=3000", "training.cooldown: must be in [0, 2000]"),
+        ("training.cooldown=5000", "training.cooldown: must be in [0, 4000]"),
+        ("training.steps=100", "training.cooldown: must be in [0, 100] (the run's steps), got 800"),
         ("training.mask_token_share=1.5", "training.mask_token_share: must be in [0, 1]"),
         ("training.random_token_share=0.5", "mask_token_share + random_token_share must be <= 1"),
         ("steps", "expected KEY=VALUE"),
