@@ -96,6 +96,27 @@ def describe_attention(config: ModelConfig) -> str:
     return text + f"; score {attention.score}"
 
 
+def describe_layout(config: ModelConfig) -> str | None:
+    """The sparse layout in words (its function's docstring) and the share of dense attention's blocks it
+    computes at the full context; None for dense attention."""
+    from modeling import layouts
+
+    causal = config.kind == "decoder"
+    n, heads = config.max_len, config.n_heads
+    built = [layouts.layout_for(config.attention, i, n, heads, causal) for i in range(config.n_layers)]
+    sparse = [layout for layout in built if layout is not None]
+    if not sparse:
+        return None
+    function = getattr(layouts, config.attention.pattern, None)
+    summary = " ".join((function.__doc__ or "").split("\n\n")[0].split()) if function else ""
+    nb = sparse[0].blocks.shape[-1]
+    full = heads * (nb * (nb + 1) // 2 if causal else nb * nb)
+    share = sum(int(layout.blocks.sum()) for layout in sparse) / (full * len(sparse))
+    where = "causal" if causal else "dense"
+    computed = f"at {n} tokens its layers compute {share:.0%} of the {nb}×{nb} {where} attention's key blocks"
+    return f"{summary} Blocks of {config.attention.block_size} tokens; {computed}.".strip()
+
+
 def _number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -147,6 +168,7 @@ def _architecture(config: ModelConfig, parameters: int | None, tokenizer: str) -
         ("positions", f"{config.position}, up to {config.max_len} tokens"),
         ("norm", f"{config.norm}, {config.norm_placement}-norm"),
         ("attention", describe_attention(config)),
+        *([("layout", layout)] if (layout := describe_layout(config)) else []),
         ("parameters", _number(parameters) if parameters is not None else "not recorded"),
         ("tokenizer", tokenizer),
     ]

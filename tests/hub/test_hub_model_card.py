@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ def test_encoder_card_metadata_and_evaluation(tmp_path):
     assert "| tokens seen | 256,000 |" in body and "| wall time | 12.6 min |" in body
     assert "| optimizer steps | 500 of 500 |" in body and TRAINING["command"] in body
     assert "| parameters | 1,488 |" in body and "| tokenizer | WordLevel, 13 tokens |" in body
+    assert "| layout |" not in body  # dense attention has no layout to describe
 
 
 def test_decoder_card_without_records_says_so(tmp_path):
@@ -104,6 +106,8 @@ def test_samples_and_sparse_layout_appear(tmp_path):
     (ckpt / "samples.json").write_text(json.dumps(samples))
     meta, body = split_card(build_model_card(ckpt))
     assert "| attention | strided (window 8, stride 8, block 4); score dot |" in body
+    layout = re.search(r"\| layout \| Child et al\. 2019's strided attention.*compute (\d+)% of the", body)
+    assert layout and 0 < int(layout.group(1)) < 100, body
     assert "| `¿dónde [MASK] el niño?` | está (0.61), vive (0.12) |" in body
     assert "attention-strided" in meta["tags"]
     # a continuation spans lines: one text block with the prompt, whose fence the text cannot close
