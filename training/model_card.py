@@ -316,12 +316,26 @@ def build_model_card(checkpoint: str | Path, repo_id: str | None = None) -> str:
         "atencion, trained on Spanish text, with "
         f"{describe_attention(config).split(';')[0]} attention."
     )
-    reference = repo_id or "ORG/NAME"
+    reference = repo_id or "DIR"
+    try_it = (
+        f'atencion fill-mask {reference} "La niña lee un [MASK] en el jardín."'
+        if config.kind == "encoder"
+        else f'atencion generate {reference} "En un lugar de la Mancha" --max-new-tokens 40 --sample'
+    )
     usage = [
         "## Use",
         "",
+        *(
+            []
+            if repo_id
+            else [
+                "`DIR`: this folder (for a shipped model, its name will do; once pushed, its Hub name `ORG/NAME`).",
+                "",
+            ]
+        ),
         "```",
-        f"atencion pull {reference}",
+        *([f"atencion pull {reference}"] if repo_id else []),
+        try_it,
         f"atencion serve --{config.kind} {reference}",
         "```",
         "",

@@ -76,6 +76,7 @@ def test_encoder_card_metadata_and_evaluation(tmp_path):
     assert "| optimizer steps | 500 of 500 |" in body and TRAINING["command"] in body
     assert "| parameters | 1,488 |" in body and "| tokenizer | WordLevel, 13 tokens |" in body
     assert "| layout |" not in body  # dense attention has no layout to describe
+    assert "atencion pull org/enc" in body and 'atencion fill-mask org/enc "La niña' in body
 
 
 def test_decoder_card_without_records_says_so(tmp_path):
@@ -83,7 +84,8 @@ def test_decoder_card_without_records_says_so(tmp_path):
     meta, body = split_card(build_model_card(ckpt))
     assert meta["pipeline_tag"] == "text-generation" and "model-index" not in meta
     assert "Not evaluated." in body and "Not recorded (no training.json)." in body
-    assert "atencion serve --decoder ORG/NAME" in body
+    assert "atencion serve --decoder DIR" in body and "atencion generate DIR" in body
+    assert "atencion pull" not in body  # nothing to pull before it is pushed
 
 
 def test_parameter_count_is_the_sum_of_the_stored_tensors(tmp_path):
