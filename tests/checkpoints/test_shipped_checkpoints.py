@@ -66,13 +66,8 @@ def test_evaluations_meet_the_quality_bar() -> None:
     """Decoder perplexity <= 0.75 x the trigram's; encoder top-1 >= 35 %; sparse within 10 % of dense."""
     metric = {n: record(n, "evaluation.json") for n in NAMES}
     for kind in ("encoder", "decoder"):  # "at the same budget": the same steps and tokens
-        budgets = {
-            (
-                record(f"{kind}-{p}", "training.json")["step"],
-                record(f"{kind}-{p}", "training.json")["tokens_seen"],
-            )
-            for p in ("dense", "sparse")
-        }
+        trained = [record(f"{kind}-{p}", "training.json") for p in ("dense", "sparse")]
+        budgets = {(t["step"], t["tokens_seen"]) for t in trained}
         assert len(budgets) == 1, (kind, budgets)
     for name in ("decoder-dense", "decoder-sparse"):
         ours, trigram = metric[name]["metrics"]["perplexity"], metric[name]["baseline"]["perplexity"]
