@@ -29,6 +29,10 @@ WORKDIR /app
 # (2.13.0+cpu satisfies torch==2.13.0) and never pulls the multi-GB CUDA wheel from PyPI into a CPU image.
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 
+# LitServe pinned to the minor release the service reaches into (its batched loop and private names), as in
+# pyproject.toml.
+RUN pip install "litserve~=0.2.19"
+
 # The project itself, installed into site-packages; the sources are not kept in the image.
 COPY pyproject.toml README.md /tmp/src/
 COPY atencion/ /tmp/src/atencion/

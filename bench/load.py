@@ -11,7 +11,7 @@
 Models: the shipped checkpoints when they exist (then no baseline: the shipped encoder is pre-norm, which no
 transformers class computes); otherwise random-init models of the shipped size (4 layers × 256, vocabulary
 8000), a BERT-shaped encoder and a Llama-shaped decoder (the decoder recipe's architecture), built with
-``bench.models``' parity mappings. Random weights cost the same per token as trained ones.
+``modeling.interop``'s mappings. Random weights cost the same per token as trained ones.
 
 The load generator runs on the same machine as the servers, and other engineers share the 2 cores: read the
 ratios, not the absolute numbers.
@@ -83,7 +83,7 @@ def prepare_models(root: Path) -> tuple[Path, Path, Path | None, str]:
         )
     import torch
 
-    from bench.models import BERT, LLAMA, copy_bert_weights, copy_llama_weights, hf_bert, hf_llama
+    from bench.models import BERT, LLAMA, copy_weights, hf_bert, hf_llama
     from modeling.checkpoint import save_checkpoint
     from modeling.decoder import Decoder
     from modeling.encoder import Encoder
@@ -92,8 +92,8 @@ def prepare_models(root: Path) -> tuple[Path, Path, Path | None, str]:
     torch.manual_seed(0)
     hf_encoder, hf_decoder = hf_bert(), hf_llama()
     encoder, decoder = Encoder(BERT).eval(), Decoder(LLAMA).eval()
-    copy_bert_weights(hf_encoder, encoder)
-    copy_llama_weights(hf_decoder, decoder)
+    copy_weights(hf_encoder, encoder)
+    copy_weights(hf_decoder, decoder)
     wordpiece, bpe = train_wordpiece(SENTENCES * 4, 400), train_bpe(SENTENCES * 4, 400)
     save_checkpoint(encoder, wordpiece, root / "encoder-dense")
     save_checkpoint(decoder, bpe, root / "decoder-dense")

@@ -4,8 +4,7 @@
 - Greedy generation, batch 1, prompt 16, 128 new tokens: ``stream_tokens`` vs ``LlamaForCausalLM.generate``
   (with its KV cache), tokens/s.
 
-Both sides run in this process, one after the other, on the same weights (copied with the parity tests'
-mappings); the ids they produce are checked to be equal, so the comparison is like for like. Our models are
+Both sides run in this process, one after the other, on the same weights (mapped by ``modeling.interop``); the ids they produce are checked to be equal, so the comparison is like for like. Our models are
 also timed in bfloat16 (weights cast to bf16; this CPU has avx512_bf16) next to float32.
 
     python -m bench.models            # writes the `models` section of docs/benchmarks.md
@@ -17,25 +16,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, models
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "modeling"))  # the parity tests' weight mappings
-
-from test_parity_bert import copy_bert_weights  # noqa: E402
-from test_parity_llama import copy_llama_weights  # noqa: E402
-from tokenizers import Tokenizer, models  # noqa: E402
-
-from bench.report import machine, write_section  # noqa: E402
-from modeling.config import DecoderConfig, EncoderConfig  # noqa: E402
-from modeling.decoder import Decoder  # noqa: E402
-from modeling.encoder import Encoder  # noqa: E402
-from modeling.generation import Sampling, stream_tokens  # noqa: E402
+from bench.report import machine, write_section
+from modeling.config import DecoderConfig, EncoderConfig
+from modeling.decoder import Decoder
+from modeling.encoder import Encoder
+from modeling.generation import Sampling, stream_tokens
+from modeling.interop import bert_config, llama_config, weights_from_hf
 
 SHAPE = dict(vocab_size=8000, d_model=256, n_layers=4, n_heads=4, d_ff=1024, max_len=512, dropout=0.0)
 BERT = EncoderConfig(
@@ -70,35 +62,28 @@ def compare(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[s
 def hf_bert():
     import transformers
 
-    hf_config = transformers.BertConfig(
-        vocab_size=BERT.vocab_size, hidden_size=BERT.d_model, num_hidden_layers=BERT.n_layers,
-        num_attention_heads=BERT.n_heads, intermediate_size=BERT.d_ff, hidden_act="gelu", hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, max_position_embeddings=BERT.max_len, type_vocab_size=2,
-        layer_norm_eps=BERT.norm_eps,
-    )  # fmt: skip
     torch.manual_seed(0)
-    return transformers.AutoModelForMaskedLM.from_config(hf_config, attn_implementation="sdpa").eval()
+    return transformers.AutoModelForMaskedLM.from_config(bert_config(BERT), attn_implementation="sdpa").eval()
 
 
 def hf_llama():
     import transformers
 
-    hf_config = transformers.LlamaConfig(
-        vocab_size=LLAMA.vocab_size, hidden_size=LLAMA.d_model, intermediate_size=LLAMA.d_ff,
-        num_hidden_layers=LLAMA.n_layers, num_attention_heads=LLAMA.n_heads, num_key_value_heads=LLAMA.n_heads,
-        max_position_embeddings=LLAMA.max_len, rms_norm_eps=LLAMA.norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, attention_bias=False, mlp_bias=False,
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-    )  # fmt: skip
     torch.manual_seed(0)
-    return transformers.AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa").eval()
+    return transformers.AutoModelForCausalLM.from_config(
+        llama_config(LLAMA), attn_implementation="sdpa"
+    ).eval()
+
+
+def copy_weights(hf: torch.nn.Module, ours: torch.nn.Module) -> None:
+    ours.load_state_dict(weights_from_hf(ours.config, hf.state_dict()), strict=True)
 
 
 def bench_encoder(repeats: int) -> tuple[dict[str, tuple[float, float]], int, float]:
     """Seconds per forward of transformers' BERT and ours (fp32, bf16 weights, bf16 autocast)."""
     hf = hf_bert()
     ours = Encoder(BERT).eval()
-    copy_bert_weights(hf, ours)
+    copy_weights(hf, ours)
     ours_bf16 = Encoder(BERT).eval()
     ours_bf16.load_state_dict(ours.state_dict())
     ours_bf16.to(torch.bfloat16)
@@ -134,7 +119,7 @@ def bench_generation(repeats: int, new_tokens: int = 128) -> tuple[dict[str, tup
     """Seconds per greedy run of 128 tokens: transformers' generate and our stream_tokens (fp32, bf16)."""
     hf = hf_llama()
     ours = Decoder(LLAMA).eval()
-    copy_llama_weights(hf, ours)
+    copy_weights(hf, ours)
     ours_bf16 = Decoder(LLAMA).eval()
     ours_bf16.load_state_dict(ours.state_dict())
     ours_bf16.to(torch.bfloat16)
@@ -221,7 +206,7 @@ vocab 8000); the generated ids are checked equal to transformers' before timing:
         f"""## Models: encoder forward and greedy generation against transformers
 
 Command: `python -m bench.models --threads {args.threads}` · machine: {where} (default threads; each run below
-sets its own). Same weights on both sides (the parity tests' mappings), same process; candidates take turns,
+sets its own). Same weights on both sides (``modeling.interop``), same process; candidates take turns,
 median of {repeats} runs each. Other engineers' jobs shared these 2 cores while this ran (see the load
 averages), so wall times are noisy; CPU-seconds of this process are the steadier measure, and every ratio
 compares runs interleaved under the same load.

@@ -30,12 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object per token instead of text")
 
 
-def open_checkpoint(reference: str, kind: str):
-    """Load a checkpoint and check that it holds the kind of model the command needs."""
+def open_checkpoint(reference: str, kind: str | None):
+    """Load a checkpoint and check that it holds the kind of model the command needs (None: any)."""
     from modeling.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(checkpoint_directory(reference))
-    if checkpoint.config.kind != kind:
+    if kind is not None and checkpoint.config.kind != kind:
         found = checkpoint.config.kind
         raise UsageError(
             f"checkpoint: {reference!r} is {_a(found)} {found} model, this command needs {_a(kind)} {kind}"

@@ -6,11 +6,14 @@ order (our LayerNorm is written out, the fused QKV is one matmul instead of thre
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from modeling.config import EncoderConfig
 from modeling.encoder import Encoder
+from modeling.interop import config_from_hf, weights_from_hf, weights_to_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -39,32 +42,8 @@ def bert_reference(attn_implementation: str) -> torch.nn.Module:
 
 
 def copy_bert_weights(hf: torch.nn.Module, ours: Encoder) -> None:
-    """The name mapping of shared/notes/modeling.md; q, k, v are concatenated into the fused qkv."""
-    s = hf.state_dict()
-    e = "bert.embeddings."
-    mapping = {
-        "embeddings.tokens.weight": s[e + "word_embeddings.weight"],
-        "embeddings.positions.weight": s[e + "position_embeddings.weight"],
-        "embeddings.types.weight": s[e + "token_type_embeddings.weight"],
-        "embeddings.norm.weight": s[e + "LayerNorm.weight"],
-        "embeddings.norm.bias": s[e + "LayerNorm.bias"],
-        "head.dense.weight": s["cls.predictions.transform.dense.weight"],
-        "head.dense.bias": s["cls.predictions.transform.dense.bias"],
-        "head.norm.weight": s["cls.predictions.transform.LayerNorm.weight"],
-        "head.norm.bias": s["cls.predictions.transform.LayerNorm.bias"],
-        "head.bias": s["cls.predictions.bias"],
-    }
-    for i in range(ours.config.n_layers):
-        h, o = f"bert.encoder.layer.{i}.", f"blocks.{i}."
-        for kind in ("weight", "bias"):
-            qkv = [s[f"{h}attention.self.{n}.{kind}"] for n in ("query", "key", "value")]
-            mapping[f"{o}attention.qkv.{kind}"] = torch.cat(qkv)
-            mapping[f"{o}attention.out.{kind}"] = s[f"{h}attention.output.dense.{kind}"]
-            mapping[f"{o}attention_norm.{kind}"] = s[f"{h}attention.output.LayerNorm.{kind}"]
-            mapping[f"{o}feed_forward.up.{kind}"] = s[f"{h}intermediate.dense.{kind}"]
-            mapping[f"{o}feed_forward.down.{kind}"] = s[f"{h}output.dense.{kind}"]
-            mapping[f"{o}feed_forward_norm.{kind}"] = s[f"{h}output.LayerNorm.{kind}"]
-    ours.load_state_dict(mapping, strict=True)  # raises on a missing or unexpected name
+    """transformers' weights into ours through ``modeling.interop`` (strict: a missing or extra name raises)."""
+    ours.load_state_dict(weights_from_hf(ours.config, hf.state_dict()), strict=True)
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
@@ -97,3 +76,15 @@ def test_bert_attention_probabilities_match() -> None:
     for ours_layer, hf_layer in zip(got, expected, strict=True):
         assert ours_layer.shape == hf_layer.shape == (2, CONFIG.n_heads, 9, 9)
         assert (ours_layer - hf_layer).abs().max() <= 1e-5
+
+
+def test_bert_config_and_weights_round_trip() -> None:
+    """transformers → ours → transformers gives back the same config fields and the very same tensors."""
+    hf = bert_reference("eager")
+    ours = Encoder(CONFIG).eval()
+    copy_bert_weights(hf, ours)
+    assert dataclasses.replace(config_from_hf(hf.config), mask_token_id=CONFIG.mask_token_id) == CONFIG
+    back = weights_to_hf(ours)
+    expected = {k: v for k, v in hf.state_dict().items() if not k.startswith("cls.predictions.decoder")}
+    assert back.keys() == expected.keys()
+    assert all(torch.equal(back[k], expected[k]) for k in expected)

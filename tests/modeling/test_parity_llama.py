@@ -11,6 +11,7 @@ import torch
 
 from modeling.config import DecoderConfig
 from modeling.decoder import Decoder
+from modeling.interop import config_from_hf, weights_from_hf, weights_to_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -40,22 +41,8 @@ def llama_reference(attn_implementation: str) -> torch.nn.Module:
 
 
 def copy_llama_weights(hf: torch.nn.Module, ours: Decoder) -> None:
-    """The name mapping of shared/notes/modeling.md; q, k, v are concatenated into the fused qkv."""
-    s = hf.state_dict()
-    mapping = {
-        "embeddings.tokens.weight": s["model.embed_tokens.weight"],
-        "final_norm.weight": s["model.norm.weight"],
-        "lm_head.weight": s["lm_head.weight"],
-    }
-    for i in range(ours.config.n_layers):
-        h, o = f"model.layers.{i}.", f"blocks.{i}."
-        mapping[f"{o}attention.qkv.weight"] = torch.cat([s[f"{h}self_attn.{n}_proj.weight"] for n in "qkv"])
-        mapping[f"{o}attention.out.weight"] = s[f"{h}self_attn.o_proj.weight"]
-        mapping[f"{o}attention_norm.weight"] = s[f"{h}input_layernorm.weight"]
-        mapping[f"{o}feed_forward_norm.weight"] = s[f"{h}post_attention_layernorm.weight"]
-        for n in ("gate", "up", "down"):
-            mapping[f"{o}feed_forward.{n}.weight"] = s[f"{h}mlp.{n}_proj.weight"]
-    ours.load_state_dict(mapping, strict=True)  # raises on a missing or unexpected name
+    """transformers' weights into ours through ``modeling.interop`` (strict: a missing or extra name raises)."""
+    ours.load_state_dict(weights_from_hf(ours.config, hf.state_dict()), strict=True)
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
@@ -86,3 +73,15 @@ def test_llama_greedy_generation_matches() -> None:
             ids = ours.next_logits(ids, cache).argmax(-1, keepdim=True)  # (1, 1)
             generated.append(int(ids))
     assert generated == expected[0, prompt.shape[1] :].tolist()
+
+
+def test_llama_config_and_weights_round_trip() -> None:
+    """transformers → ours → transformers gives back the same config and the very same tensors."""
+    hf = llama_reference("eager")
+    ours = Decoder(CONFIG).eval()
+    copy_llama_weights(hf, ours)
+    assert config_from_hf(hf.config) == CONFIG
+    back = weights_to_hf(ours)
+    expected = hf.state_dict()
+    assert back.keys() == expected.keys()
+    assert all(torch.equal(back[k], expected[k]) for k in expected)
