@@ -104,6 +104,7 @@ class Layout:
         return self._tiles[key]
 
 
+@torch.inference_mode(False)  # cached: plain tensors, which a later autograd pass may save for backward
 def _build_tiles(layout: Layout, device: torch.device) -> Tiles:
     H, nb, Bs, n = layout.n_heads, layout.n_blocks, layout.block_size, layout.n
     K = int(layout.blocks.sum(-1).max())
@@ -363,14 +364,17 @@ def from_adjacency(adjacency: Tensor, block_size: int = 64) -> Layout:
 def layout_for(
     attention_config: AttentionConfig, layer: int, n: int, n_heads: int, causal: bool
 ) -> Layout | None:
-    """The layout of layer ``layer`` for ``n`` tokens (None = dense). Cached: built once per shape."""
+    """The layout of layer ``layer`` for ``n`` tokens (None = dense). Cached: built once per shape, always
+    outside ``torch.inference_mode`` so that a layout first built while serving can be saved for backward."""
     pattern = attention_config.pattern_of_layer(layer)
     if pattern == "dense":
         return None
     return _build(attention_config, pattern, n, n_heads, causal)
 
 
+# cached and shared: an inference-mode tensor here would break every later backward pass of this shape
 @lru_cache(maxsize=64)
+@torch.inference_mode(False)
 def _build(cfg: AttentionConfig, pattern: str, n: int, n_heads: int, causal: bool) -> Layout:
     window: int | list[int] | None = cfg.window
     if cfg.head_windows == "growing":

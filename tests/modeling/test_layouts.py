@@ -164,3 +164,40 @@ def test_layout_rejects_wrong_shapes() -> None:
         Layout(N, BS, torch.ones(1, 5, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="order"):
         dataclasses.replace(dense(N, 2, BS), order=torch.arange(N)[None])
+
+
+CACHED = {
+    "local": AttentionConfig(pattern="local", block_size=4, window=3),
+    "strided": AttentionConfig(pattern="strided", block_size=4, window=4, stride=3),
+    "fixed": AttentionConfig(pattern="fixed", block_size=4, stride=4, summary=1),
+    "bigbird": AttentionConfig(pattern="bigbird", block_size=4, window=4, globals=1, randoms=1),
+}
+
+
+@pytest.mark.parametrize("pattern", sorted(CACHED))
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_layouts_cached_under_inference_mode_serve_a_later_backward(kind: str, pattern: str) -> None:
+    """A layout (and its tiles) first built inside ``torch.inference_mode()`` is cached and reused; a later
+    forward with autograd on must still be able to save it for backward (one inference request must not
+    break every later gradient request of the same length)."""
+    from modeling.config import DecoderConfig, EncoderConfig
+    from modeling.decoder import Decoder
+    from modeling.encoder import Encoder
+
+    shape = dict(vocab_size=50, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=64, dropout=0.0)
+    torch.manual_seed(0)
+    if kind == "encoder":
+        model = Encoder(EncoderConfig(**shape, attention=CACHED[pattern])).eval()
+    else:
+        model = Decoder(DecoderConfig(**shape, attention=CACHED[pattern])).eval()
+    n = 23 + sorted(CACHED).index(pattern) + (10 if kind == "decoder" else 0)  # a length no other test builds
+    ids = torch.randint(5, 50, (1, n))
+    with torch.inference_mode():
+        first = model(ids, need_weights=True).logits
+    layout = layout_for(CACHED[pattern], 0, n, 2, kind == "decoder")
+    assert not layout.blocks.is_inference()
+    assert not any(t.is_inference() for t in dataclasses.astuple(layout.tiles()))
+    output = model(ids, need_weights=True)  # autograd on: saves the cached layout's tensors for backward
+    output.logits[0, -1].logsumexp(-1).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    torch.testing.assert_close(output.logits.detach(), first, rtol=0, atol=0)

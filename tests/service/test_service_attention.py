@@ -40,3 +40,18 @@ def test_large_answers_are_compressed(server):
     )
     assert response.status_code == 200
     assert response.headers.get("content-encoding") == "gzip"
+
+
+@pytest.mark.parametrize("model", ["encoder-sparse", "decoder-sparse"])
+def test_a_request_without_gradient_does_not_break_later_gradients(server, model):
+    """The first request of a length builds (and caches) its layouts under inference mode; the next request
+    of that length runs autograd through them and must still answer 200."""
+    same_length = {"encoder-sparse": "casa " * 19, "decoder-sparse": "la casa " * 6}[model]
+    first = server.post(
+        "/attention", {"inputs": same_length, "model": model, "parameters": {"gradient": False}}
+    )
+    assert first.status_code == 200, first.text
+    n = first.json()["n_tokens"]
+    second = server.post("/attention", {"inputs": same_length, "model": model})
+    assert second.status_code == 200, second.text
+    assert second.json()["n_tokens"] == n and second.json()["gradient"] is not None
