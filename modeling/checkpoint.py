@@ -61,7 +61,11 @@ class Checkpoint:
 
 
 def build_model(config: ModelConfig) -> nn.Module:
-    """A freshly initialised Encoder or Decoder for ``config``."""
+    """A freshly initialised Encoder, Decoder or Translator for ``config``."""
+    if config.kind == "translator":
+        from modeling.translator import Translator
+
+        return Translator(config)
     if config.kind == "encoder":
         from modeling.encoder import Encoder
 

@@ -221,8 +221,76 @@ class DecoderConfig(TransformerConfig):
             _require(0 <= getattr(self, name) < self.vocab_size, name, "must be a token id below vocab_size")
 
 
-ModelConfig = EncoderConfig | DecoderConfig
-KINDS: dict[str, type[TransformerConfig]] = {"encoder": EncoderConfig, "decoder": DecoderConfig}
+@dataclass(frozen=True)
+class TranslatorConfig(TransformerConfig):
+    """An encoder–decoder (Vaswani et al. 2017): a bidirectional encoder over the source, a causal decoder with
+    cross-attention over the encoder's output, target embeddings tied to the output layer.
+
+    ``vocab_size`` is the target vocabulary; ``source_vocab_size`` 0 means one vocabulary for both sides and one
+    embedding matrix shared by encoder and decoder (BART's ``shared``). The shared fields (width, heads, norm,
+    positions, attention layout, …) apply to both stacks; ``encoder_layers`` 0 means as many as ``n_layers``.
+    """
+
+    source_vocab_size: int = 0  # 0: the source shares the target vocabulary and its embeddings
+    encoder_layers: int = 0  # 0: as many encoder layers as decoder layers (n_layers)
+    embedding_norm: bool = False  # a norm right after the embeddings of both stacks (BART)
+    tie_embeddings: bool = True  # the output projection shares the target token embeddings
+    bos_token_id: int = 1  # the decoder's first input
+    eos_token_id: int = 2
+
+    kind = "translator"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("source_vocab_size", "encoder_layers"):
+            _require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        if self.source_vocab_size:
+            _require(
+                self.pad_token_id < self.source_vocab_size,
+                "source_vocab_size",
+                f"must hold pad_token_id {self.pad_token_id}",
+            )
+        for name in ("bos_token_id", "eos_token_id"):
+            _require(0 <= getattr(self, name) < self.vocab_size, name, "must be a token id below vocab_size")
+
+    @property
+    def shared_vocabulary(self) -> bool:
+        return self.source_vocab_size == 0
+
+    def encoder_config(self) -> EncoderConfig:
+        """The encoder stack's own view of this config (bidirectional, the source vocabulary)."""
+        return EncoderConfig(
+            **self._shared_fields(),
+            vocab_size=self.source_vocab_size or self.vocab_size,
+            n_layers=self.encoder_layers or self.n_layers,
+            mask_token_id=self.pad_token_id,
+            embedding_norm=self.embedding_norm,
+        )
+
+    def decoder_config(self) -> DecoderConfig:
+        """The decoder stack's own view of this config (causal, the target vocabulary)."""
+        return DecoderConfig(
+            **self._shared_fields(),
+            vocab_size=self.vocab_size,
+            n_layers=self.n_layers,
+            tie_embeddings=self.tie_embeddings,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+        )
+
+    def _shared_fields(self) -> dict[str, Any]:
+        skip = {"vocab_size", "n_layers"}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(TransformerConfig) if f.name not in skip
+        }
+
+
+ModelConfig = EncoderConfig | DecoderConfig | TranslatorConfig
+KINDS: dict[str, type[TransformerConfig]] = {
+    "encoder": EncoderConfig,
+    "decoder": DecoderConfig,
+    "translator": TranslatorConfig,
+}
 
 
 def config_from_dict(data: dict[str, Any]) -> ModelConfig:
