@@ -16,7 +16,10 @@ from training.recipe import RECIPES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     names = ", ".join(sorted(p.stem for p in RECIPES.glob("*.toml")))
     parser.add_argument("recipe", help=f"a recipe .toml file or a shipped recipe's name ({names})")
-    parser.add_argument("--corpus", required=True, help="a folder of UTF-8 .txt files, one document each")
+    parser.add_argument(
+        "--corpus",
+        help="a folder of UTF-8 .txt files, one document each (translator recipes read their corpus from elotl)",
+    )
     parser.add_argument("--out", required=True, help="the run's folder: checkpoint/, metrics.jsonl, loss.png")
     parser.add_argument(
         "--set",
@@ -33,8 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from training.data import DataError
     from training.recipe import RecipeError, load_recipe
+    from training.seq2seq import is_translation_recipe
     from training.tokenizer import TokenizerError
 
+    if is_translation_recipe(args.recipe):
+        return _train_translator(args)
+    if not args.corpus:
+        print("atencion train: error: --corpus is required for this recipe", file=sys.stderr)
+        return 2
     try:
         recipe = load_recipe(args.recipe, args.overrides)
     except RecipeError as error:
@@ -59,4 +68,19 @@ def run(args: argparse.Namespace) -> int:
         return 130
     if int(os.environ.get("RANK", "0")) == 0:
         print(path)
+    return 0
+
+
+def _train_translator(args: argparse.Namespace) -> int:
+    from training.parallel import CorpusError
+    from training.recipe import RecipeError
+    from training.seq2seq import load_translation_recipe, train_translator
+
+    try:
+        recipe = load_translation_recipe(args.recipe, args.overrides)
+        path = train_translator(recipe, args.out, command=shlex.join(["atencion", *sys.argv[1:]]))
+    except (RecipeError, CorpusError) as error:
+        print(f"atencion train: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, RecipeError) else 1
+    print(path)
     return 0

@@ -1,0 +1,90 @@
+"""The sequence-to-sequence objective and loop: teacher forcing, label smoothing, a tiny run that lowers the
+loss and keeps its best checkpoint, the translator recipe and its errors."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+import training.seq2seq as seq2seq
+from modeling.checkpoint import load_checkpoint
+from modeling.config import TranslatorConfig
+from modeling.translator import Translator
+from training.recipe import RecipeError
+from training.seq2seq import load_translation_recipe, make_batch, seq2seq_loss, train_translator
+
+pytest.importorskip("sacrebleu")
+
+WORDS = {"perro": "dängo", "gato": "mixi", "come": "tsi", "duerme": "ähä", "el": "ra", "niño": "bätsi"}
+TINY = [
+    "model.d_model=32", "model.n_layers=1", "model.encoder_layers=1", "model.n_heads=2", "model.d_ff=64",
+    "model.max_len=32", "model.dropout=0.0", "tokenizer.vocab_size=300", "training.batch_size=8",
+    "training.steps=60", "training.warmup=10", "training.eval_every=30", "training.noam_factor=2.0",
+]  # fmt: skip
+
+
+def synthetic_rows(n: int = 120) -> list[list[str]]:
+    """Word-for-word 'translations' in three documents, in order."""
+    rng = random.Random(0)
+    rows = []
+    for i in range(n):
+        source = " ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(2, 5)))
+        rows.append([source, " ".join(WORDS[w] for w in source.split()), "v", f"doc{i % 3}", "f", "id"])
+    return rows
+
+
+def test_teacher_forcing_batch() -> None:
+    config = TranslatorConfig(vocab_size=20, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=16)
+    batch = make_batch([[5, 6], [7]], [[8, 9, 10], [11]], config)
+    assert batch["source"].tolist() == [[5, 6, 2], [7, 2, 0]]
+    assert batch["source_mask"].tolist() == [[True, True, True], [True, True, False]]
+    assert batch["target"].tolist() == [[1, 8, 9, 10], [1, 11, 0, 0]]
+    assert batch["labels"].tolist() == [[8, 9, 10, 2], [11, 2, -100, -100]]
+
+
+def test_label_smoothing_raises_the_loss_of_a_confident_model() -> None:
+    torch.manual_seed(0)
+    config = TranslatorConfig(
+        vocab_size=20, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_len=16, dropout=0.0
+    )
+    model = Translator(config).eval()
+    batch = make_batch([[5, 6, 7]], [[8, 9]], config)
+    with torch.no_grad():
+        plain, smoothed = seq2seq_loss(model, batch, 0.0), seq2seq_loss(model, batch, 0.1)
+    assert plain.item() > 0 and smoothed.item() != plain.item()
+
+
+def test_a_tiny_run_lowers_the_loss_and_keeps_the_best_checkpoint(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(seq2seq, "load_tsunkua", synthetic_rows)
+    recipe = load_translation_recipe("translator-es-oto", TINY)
+    path = train_translator(recipe, tmp_path / "run")
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["loss"] for line in lines if "loss" in line]
+    assert losses[-1] < 0.6 * losses[0]
+    evaluations = [line for line in lines if "validation" in line]
+    assert [e["step"] for e in evaluations] == [30, 60]
+    loaded = load_checkpoint(path)
+    record = json.loads((path / "training.json").read_text())
+    assert isinstance(loaded.model, Translator) and record["validation"]["chrf"] == max(
+        e["validation"]["chrf"] for e in evaluations
+    )
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert set(split["documents"]["test"]) == {"doc0", "doc1", "doc2"}
+    assert not list((tmp_path / "run").rglob("*.pt"))
+
+
+def test_recipe_errors() -> None:
+    recipe = load_translation_recipe("translator-es-oto")
+    assert recipe.model.kind == "translator" and not recipe.data.include_toluca
+    for override, message in [
+        ("training.steps=0", "training.steps: must be >= 1"),
+        ("training.nope=1", "training.nope: unknown key"),
+        ("model.vocab_size=10", "model.vocab_size: set by the trained tokenizer"),
+        ("model.n_heads=3", "model.n_heads"),
+        ("data.include_toluca=maybe", "data.include_toluca: expected bool"),
+    ]:
+        with pytest.raises(RecipeError, match=message):
+            load_translation_recipe("translator-es-oto", [override])
