@@ -19,10 +19,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor
 
 FINISH_REASONS = ("length", "eos_token", "stop_sequence")
+LOWEST_LOGPROB = float(torch.finfo(torch.float32).min)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,8 @@ def penalize_repetition(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
     if penalty == 1.0:
         return logits
     penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(seen, penalized, logits)
+    big = torch.finfo(logits.dtype).max  # a penalty near 0 (or huge) must not overflow a logit to ±inf
+    return torch.where(seen, penalized.clamp(-big, big), logits)
 
 
 def keep_top_k(logits: Tensor, k: int) -> Tensor:
@@ -109,20 +112,31 @@ def keep_top_p(logits: Tensor, p: float) -> Tensor:
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     # drop a token when the tokens before it already reach p
     drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= p
+    drop_sorted[..., 0] = False  # the most likely token stays, even for a p that rounds to 0
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
 
 def choose_token(logits: Tensor, sampling: Sampling, generator: torch.Generator | None) -> Tensor:
-    """Greedy argmax, or a draw from the tempered, truncated distribution. (B, V) -> (B,) long."""
+    """Greedy argmax, or a draw from the tempered, truncated distribution. (B, V) -> (B,) long.
+
+    Any temperature > 0 works, however small: the best logit is shifted to 0 before dividing, so the scaled
+    row is 0 at the best token and ≤ 0 (possibly -inf) elsewhere, never inf - inf. A row that still has no
+    finite probability (non-finite logits) falls back to its argmax, so NaN never reaches ``multinomial``.
+    """
     if not sampling.do_sample:
         return logits.argmax(dim=-1)
-    logits = logits.float() / sampling.temperature
+    logits = logits.float()
+    temperature = max(sampling.temperature, torch.finfo(logits.dtype).tiny)  # 5e-324 is 0 in float32
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature  # (B, V), max 0
     if sampling.top_k is not None:
         logits = keep_top_k(logits, sampling.top_k)
     if sampling.top_p is not None:
         logits = keep_top_p(logits, sampling.top_p)
-    probs = logits.softmax(dim=-1)  # (B, V)
+    probs = logits.softmax(dim=-1).nan_to_num(nan=0.0)  # (B, V)
+    usable = probs.sum(dim=-1, keepdim=True) > 0  # (B, 1)
+    fallback = F.one_hot(logits.nan_to_num(nan=float("-inf")).argmax(dim=-1), probs.size(-1)).to(probs.dtype)
+    probs = torch.where(usable, probs, fallback)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
 
@@ -195,7 +209,10 @@ def stream_tokens(
             logits = penalize_repetition(logits, seen, sampling.repetition_penalty)
             token = choose_token(logits[None], sampling, generator)  # (1,)
             token_id = int(token)
-            logprob = float(logits.log_softmax(-1)[token_id])
+            log_probs = logits.log_softmax(-1).nan_to_num(
+                nan=LOWEST_LOGPROB, neginf=LOWEST_LOGPROB
+            )  # JSON: finite
+            logprob = float(log_probs[token_id])
             seen[token_id] = True
         special = token_id in specials
         finish = "eos_token" if token_id == config.eos_token_id else None

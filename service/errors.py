@@ -63,6 +63,7 @@ CUSTOM_TYPES = {
     "out_of_range": 422,
     "unsupported": 422,
     "no_mask": 422,
+    "invalid_text": 422,
 }
 
 

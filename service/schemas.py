@@ -17,14 +17,39 @@ error types (``unknown_model``, ``too_long``, …) carry that kind to ``service.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from service.models import active_catalog
 
-STRICT = ConfigDict(extra="forbid")
+# strict: a string is not an integer, 0 is not a boolean (an integer is still a float); no unknown fields
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _utf8(text: str) -> str:
+    """JSON may carry lone surrogates (``"\\ud800"``) that no UTF-8 tokenizer can read: reject them here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise PydanticCustomError(
+            "invalid_text",
+            "has a lone surrogate ({char}) at character {position}, which is not text: send valid Unicode",
+            {"char": f"\\u{ord(text[error.start]):04x}", "position": error.start},
+        ) from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
 
 
 def _not_blank(text: str) -> str:
@@ -57,7 +82,7 @@ class Stamped(BaseModel):
 class FillMaskParameters(BaseModel):
     model_config = STRICT
     top_k: int = Field(5, ge=1, le=100, description="candidates per mask")
-    targets: str | list[str] | None = Field(
+    targets: Text | list[Text] | None = Field(
         None, description="score only these tokens (a word outside the vocabulary counts as its first token)"
     )
 
@@ -74,9 +99,9 @@ class FillMaskParameters(BaseModel):
 
 class FillMaskRequest(Stamped):
     model_config = STRICT
-    inputs: str | list[str] = Field(description="text with the mask token, e.g. 'El [MASK] duerme.'")
+    inputs: Text | list[Text] = Field(description="text with the mask token, e.g. 'El [MASK] duerme.'")
     parameters: FillMaskParameters = Field(default_factory=FillMaskParameters)
-    model: str | None = Field(None, description="a served encoder's name; default: the first")
+    model: Text | None = Field(None, description="a served encoder's name; default: the first")
     options: dict[str, Any] | None = Field(None, description="accepted for the HF Inference API; ignored")
 
     @field_validator("inputs")
@@ -127,12 +152,12 @@ class GenerateParameters(BaseModel):
     model_config = STRICT
     max_new_tokens: int = Field(20, ge=1, description="bounded by the server's max_new_tokens limit")
     do_sample: bool = False
-    temperature: float | None = Field(None, gt=0, le=100)
+    temperature: float | None = Field(None, gt=0, le=100, allow_inf_nan=False)
     top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0, le=100)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    repetition_penalty: float | None = Field(None, gt=0, le=100, allow_inf_nan=False)
     seed: int | None = Field(None, ge=0, lt=2**63)
-    stop: list[str] = Field(default_factory=list, max_length=8)
+    stop: list[Text] = Field(default_factory=list, max_length=8)
     return_full_text: bool = False
     details: bool = False
     decoder_input_details: bool = False
@@ -180,10 +205,10 @@ class GenerateParameters(BaseModel):
 
 class GenerateRequest(Stamped):
     model_config = STRICT
-    inputs: str = Field(description="the prompt")
+    inputs: Text = Field(description="the prompt")
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
     stream: bool | None = Field(None, description="sent by some clients; the route decides")
-    model: str | None = Field(None, description="a served decoder's name; default: the first")
+    model: Text | None = Field(None, description="a served decoder's name; default: the first")
 
     @field_validator("inputs")
     @classmethod
@@ -238,9 +263,9 @@ class AttentionParameters(BaseModel):
 
 class AttentionRequest(Stamped):
     model_config = STRICT
-    inputs: str = Field(description="the text to inspect")
+    inputs: Text = Field(description="the text to inspect")
     parameters: AttentionParameters = Field(default_factory=AttentionParameters)
-    model: str | None = Field(None, description="any served model's name; default: the first encoder")
+    model: Text | None = Field(None, description="any served model's name; default: the first encoder")
 
     @field_validator("inputs")
     @classmethod

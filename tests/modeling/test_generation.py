@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -112,6 +114,50 @@ def test_temperature_sharpens() -> None:
     warm = choose_token(logits, Sampling(do_sample=True, temperature=4.0), generator).float().mean()
     # P(token 1) = sigmoid(-1/T): 0.018 cold, 0.438 warm
     assert cold < 0.05 and 0.38 < warm < 0.5
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        Sampling(do_sample=True, temperature=1e-40),
+        Sampling(do_sample=True, temperature=5e-324),  # the smallest double: 0 in float32
+        Sampling(do_sample=True, top_p=1e-50),  # 0 in float32
+        Sampling(do_sample=True, temperature=1e-30, top_k=3, top_p=1e-45),
+    ],
+    ids=["temperature-1e-40", "temperature-5e-324", "top_p-1e-50", "all-tiny"],
+)
+def test_degenerate_but_valid_parameters_pick_the_best_token(sampling) -> None:
+    """Tiny temperatures and nucleus sizes are the greedy limit, not NaN probabilities."""
+    logits = torch.tensor([[1.0, 3.0, 2.5, -1.0], [0.5, -2.0, 0.0, 7.0]])
+    chosen = choose_token(logits, sampling, torch.Generator().manual_seed(0))
+    assert chosen.tolist() == [1, 3]
+
+
+def test_a_tiny_repetition_penalty_keeps_logits_finite() -> None:
+    logits = torch.tensor([2.0, -2.0, 3.0])
+    out = penalize_repetition(logits, torch.tensor([True, True, False]), 1e-320)  # 0 in float32
+    assert torch.isfinite(out).all() and out[0] > out[2]
+
+
+def test_non_finite_logits_never_reach_multinomial() -> None:
+    logits = torch.tensor([[float("nan")] * 4, [0.0, float("inf"), 1.0, float("nan")]])
+    chosen = choose_token(logits, Sampling(do_sample=True), torch.Generator().manual_seed(0))
+    assert chosen.shape == (2,) and all(0 <= c < 4 for c in chosen.tolist())
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        Sampling(max_new_tokens=6, do_sample=True, temperature=5e-324, seed=1),
+        Sampling(max_new_tokens=6, do_sample=True, top_p=1e-50, seed=1),
+        Sampling(max_new_tokens=6, repetition_penalty=1e-320),
+        Sampling(max_new_tokens=6, do_sample=True, temperature=100, repetition_penalty=1e-320, seed=1),
+    ],
+)
+def test_degenerate_parameters_stream_finite_log_probabilities(decoder, sampling) -> None:
+    tokens = list(stream_tokens(decoder, tiny_tokenizer(), [1, 7, 9], sampling))
+    assert len(tokens) >= 1
+    assert all(math.isfinite(t.logprob) and t.logprob <= 0 for t in tokens)
 
 
 # ---- the stream -----------------------------------------------------------------------------------------------
