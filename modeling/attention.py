@@ -11,6 +11,11 @@ Shapes: B batch, H heads, T queries, S keys, D head width, d = H·D model width.
   layout's blocks are computed. Decoding with a cache uses the layout's token mask on the dense paths instead
   (T new queries against S keys is linear in S anyway).
 
+``dense_plan`` computes the dense paths' ``(mask, is_causal)`` in one place, from shapes alone: nothing in a
+decode step reads a tensor's value on the host, and every mask is built on the queries' device. Positions are
+shared ``(T,)`` or per row ``(B, T)`` (a running batch whose sequences sit at different positions; see
+``modeling.kv_cache``).
+
 Mask semantics: key j is allowed for query i when the layout allows (i, j), j is not later than i if causal,
 and ``pad_mask[b, j]`` is True. A query with no allowed key (only possible through padding) gets probability
 0 everywhere and output 0, never NaN. Probabilities are returned before dropout.
@@ -48,16 +53,18 @@ def attend(
 ) -> tuple[Tensor, Tensor | None]:
     """Attention of ``q (B, H, T, D)`` over ``k, v (B, H, S, D)`` → ``(B, H, T, D)``, probs ``(B, H, T, S)``.
 
-    ``q_pos (T,)`` and ``k_pos (S,)`` are the tokens' positions (causality and relative distances);
-    the queries are the last T of the S keys (self-attention, possibly after a cache).
+    ``k_pos (S,)`` are the keys' positions. ``q_pos (T,)``: the queries are the last T of the S keys
+    (self-attention, possibly after a cache). ``q_pos (B, T)``: each row's queries at its own positions, the keys
+    being a cache's columns, which may run past a row's own end (``dense_plan`` masks them).
     """
     B, H, T, D = q.shape
     S = k.shape[2]
     if k.shape != (B, H, S, D) or v.shape[:3] != (B, H, S):
         raise ValueError(f"attend: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} do not fit")
-    if q_pos.shape != (T,) or k_pos.shape != (S,):
+    if q_pos.shape not in ((T,), (B, T)) or k_pos.shape != (S,):
         raise ValueError(
-            f"attend: q_pos must be ({T},) and k_pos ({S},), got {tuple(q_pos.shape)}, {tuple(k_pos.shape)}"
+            f"attend: q_pos must be ({T},) or ({B}, {T}) and k_pos ({S},), "
+            f"got {tuple(q_pos.shape)}, {tuple(k_pos.shape)}"
         )
     if pad_mask is not None and (pad_mask.shape != (B, S) or pad_mask.dtype != torch.bool):
         raise ValueError(
@@ -66,32 +73,26 @@ def attend(
     if layout is not None:
         if layout.n < S:
             raise ValueError(f"attend: the layout was built for {layout.n} tokens, the keys are {S}")
-        if T == S == layout.n:
+        if q_pos.dim() == 1 and T == S == layout.n:
             return block_sparse_attend(
                 q, k, v, score=score, layout=layout, causal=causal, pad_mask=pad_mask,
                 positions=k_pos, relative=relative, need_weights=need_weights, dropout_p=dropout_p,
             )  # fmt: skip
-    same = T == S and torch.equal(q_pos, k_pos)
-    if causal and not same and int(k_pos.max()) <= int(q_pos.min()):
-        causal = False  # no key lies in any query's future (decoding the newest token): nothing to mask
-    mask = _dense_mask(
-        layout, causal and not (same and layout is None and pad_mask is None), pad_mask, q_pos, k_pos, S - T
-    )
+    fused = isinstance(score, ScaledDotProduct) and relative is None and not need_weights
+    mask, is_causal = dense_plan(layout, causal, pad_mask, q_pos, k_pos, fused=fused)
     row_ok = None if pad_mask is None else mask.any(-1, keepdim=True)  # (B, H|1, T, 1)
-    if isinstance(score, ScaledDotProduct) and relative is None and not need_weights:
-        is_causal = causal and mask is None and T > 1
+    if fused:
         if row_ok is not None:
             mask = mask | ~row_ok  # a query without keys attends to anything; zeroed below
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=score.scale
         )  # (B, H, T, D)
         return (out if row_ok is None else out * row_ok), None
-    if causal and mask is None and T > 1:  # the explicit path needs the causal mask spelled out
-        mask = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, T, S)
     scores = score(q, k)  # (B, H, T, S)
     index = None
     if relative is not None:
-        index = relative.distance_index(q_pos, k_pos)  # (T, S)
+        index = relative.distance_index(q_pos, k_pos)  # (T, S) or (B, T, S)
+        index = index if q_pos.dim() == 1 else index[:, None]  # (T, S) or (B, 1, T, S)
         scores = scores + relative.score_term(q, index)
     probs = masked_softmax(scores, mask, row_ok)  # (B, H, T, S)
     used = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
@@ -101,21 +102,36 @@ def attend(
     return out, (probs if need_weights else None)
 
 
-def _dense_mask(
-    layout: Layout | None, causal: bool, pad_mask: Tensor | None, q_pos: Tensor, k_pos: Tensor, first_row: int
-) -> Tensor | None:
-    """The (B|1, H|1, T, S) bool mask of the dense paths, or None when every key is allowed."""
-    T, S = q_pos.shape[0], k_pos.shape[0]
-    mask = None
-    if layout is not None:
-        mask = layout.mask(slice(first_row, first_row + T))[:, :, :S].unsqueeze(0)  # (1, H, T, S)
-    if causal:
-        future = (k_pos[None, :] <= q_pos[:, None])[None, None]  # (1, 1, T, S)
+def dense_plan(
+    layout: Layout | None,
+    causal: bool,
+    pad_mask: Tensor | None,
+    q_pos: Tensor,
+    k_pos: Tensor,
+    *,
+    fused: bool,
+) -> tuple[Tensor | None, bool]:
+    """The dense paths' ``(mask, is_causal)``, decided in one place from shapes alone (no host synchronisation).
+
+    ``mask`` is ``(B|1, H|1, T, S)`` bool on the queries' device (True = allowed) or None when every key is
+    allowed; ``is_causal`` asks SDPA for its own causal kernel (only when ``fused`` and causality is the whole
+    mask: queries = keys, no layout, no padding). Causality needs no mask when the queries are the last T keys
+    and T = 1 (decoding the newest token after a growing cache); per-row positions ``q_pos (B, T)`` always mask
+    it, since a row's cache columns may run past its own position.
+    """
+    T, S = q_pos.shape[-1], k_pos.shape[0]
+    per_row = q_pos.dim() == 2
+    rows = q_pos if per_row else q_pos[None]  # (B|1, T)
+    mask = None if layout is None else layout.token_mask(rows, S)  # (B|1, H, T, S)
+    if causal and (per_row or T > 1) and not (layout is not None and layout.causal):
+        if fused and mask is None and pad_mask is None and not per_row and T == S:
+            return None, True
+        future = k_pos[None, None, None, :] <= rows[:, None, :, None]  # (B|1, 1, T, S)
         mask = future if mask is None else mask & future
     if pad_mask is not None:
         keys = pad_mask[:, None, None, :]  # (B, 1, 1, S)
         mask = keys if mask is None else mask & keys
-    return mask
+    return mask, False
 
 
 class MultiHeadAttention(nn.Module):
@@ -154,21 +170,29 @@ class MultiHeadAttention(nn.Module):
         cache: KVCache | None = None,
         need_weights: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """``x (B, T, d)`` at ``positions (T,)`` → ``(B, T, d)`` and, on request, probabilities ``(B, H, T, S)``."""
+        """``x (B, T, d)`` at ``positions (T,)`` (or each row at its own, ``(B, T)``, with a cache) → ``(B, T, d)``
+        and, on request, probabilities ``(B, H, T, S)``."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"MultiHeadAttention: x must be (B, T, {self.d_model}), got {tuple(x.shape)}")
         B, T, _ = x.shape
-        if positions.shape != (T,):
-            raise ValueError(f"MultiHeadAttention: positions must be ({T},), got {tuple(positions.shape)}")
+        if positions.shape not in ((T,), (B, T)):
+            raise ValueError(
+                f"MultiHeadAttention: positions must be ({T},) or ({B}, {T}), got {tuple(positions.shape)}"
+            )
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head)  # (B, T, 3, H, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
         if self.rope is not None:
             q, k = self.rope.apply_pair(q, k, positions)
         k_pos = positions
-        if cache is not None:
+        if cache is not None and positions.dim() == 2:  # each row at its own positions
+            k, v = cache.write(k, v, positions)  # (B, H, span, D)
+            k_pos = torch.arange(cache.span, device=positions.device)  # (span,)
+        elif cache is not None:
             past = cache.length
             k, v = cache.append(k, v)  # (B, H, S, D)
-            k_pos = torch.cat((torch.arange(past, device=positions.device, dtype=positions.dtype), positions))
+            k_pos = torch.arange(past + T, device=positions.device)  # (S,)
+        elif positions.dim() == 2:
+            raise ValueError("MultiHeadAttention: per-row positions (B, T) need a cache to write into")
         out, probs = attend(
             q, k, v, score=self.score, layout=layout, causal=self.causal, pad_mask=pad_mask,
             q_pos=positions, k_pos=k_pos, relative=self.relative, need_weights=need_weights,

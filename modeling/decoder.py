@@ -6,6 +6,11 @@ Incremental decoding: ``new_cache()`` gives one empty ``KVCache`` per layer; a f
 the new keys and values and places the new tokens at positions ``cache_len … cache_len + T − 1``. Sparse
 decoders build each layer's layout for the whole length ``cache_len + T``; the attention takes the rows of the
 new tokens from its token mask, so decoding with a cache equals the full forward pass.
+
+A running batch (continuous batching, a compiled decode step) instead gives each row its
+own ``positions (B, T)`` and a preallocated cache (``preallocated_cache``, viewed with a ``span``): the new keys
+are written at each row's positions and every row attends over the span's columns up to its own position
+(see ``modeling.kv_cache``). That path reads nothing back to the host.
 """
 
 from __future__ import annotations
@@ -43,6 +48,23 @@ class Decoder(nn.Module):
         """One empty cache per layer."""
         return [KVCache() for _ in self.blocks]
 
+    def preallocated_cache(
+        self, rows: int, max_len: int | None = None, *, dtype: torch.dtype | None = None, device=None
+    ) -> list[KVCache]:
+        """One fixed ``(rows, H, max_len, D)`` cache per layer (default: the model's max_len, its dtype/device)."""
+        c, weight = self.config, self.lm_head.weight
+        return [
+            KVCache.preallocated(
+                rows,
+                c.n_heads,
+                max_len or c.max_len,
+                c.d_head,
+                dtype=dtype or weight.dtype,
+                device=device or weight.device,
+            )  # fmt: skip
+            for _ in self.blocks
+        ]
+
     def layouts(self, n: int) -> list[Layout | None]:
         """Each layer's causal layout for ``n`` tokens (None = dense); remembered per length, since a layout
         depends only on the config and ``n`` and decoding asks for every length in turn."""
@@ -61,22 +83,34 @@ class Decoder(nn.Module):
         pad_mask: Tensor | None = None,
         cache: list[KVCache] | None = None,
         need_weights: bool = False,
+        positions: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...] | None]:
-        """The final hidden states ``(B, T, d)`` and, on request, each layer's probabilities ``(B, H, T, S)``."""
+        """The final hidden states ``(B, T, d)`` and, on request, each layer's probabilities ``(B, H, T, S)``.
+
+        ``positions (B, T)``: each row at its own positions, written into ``cache`` (fixed storage, positions
+        below its ``span``); the caller keeps ids in the vocabulary — nothing is read back to check them.
+        """
         c = self.config
         if cache is not None and len(cache) != c.n_layers:
             raise ValueError(f"cache: need one KVCache per layer ({c.n_layers}), got {len(cache)}")
-        past = cache[0].length if cache else 0
-        check_ids(ids, c.vocab_size, c.max_len, past)
-        B, T = ids.shape
-        check_mask(pad_mask, "pad_mask", (B, past + T))
+        if positions is not None:
+            if cache is None or ids.dim() != 2 or positions.shape != ids.shape:
+                raise ValueError("positions: per-row positions need a cache and the shape of ids (B, T)")
+            if cache[0].span > c.max_len:
+                raise ValueError(f"cache: span {cache[0].span} exceeds the model's max_len {c.max_len}")
+            n = cache[0].span
+        else:
+            past = cache[0].length if cache else 0
+            check_ids(ids, c.vocab_size, c.max_len, past)
+            n = past + ids.shape[1]
+            positions = torch.arange(past, n, device=ids.device)  # (T,)
+        check_mask(pad_mask, "pad_mask", (ids.shape[0], n))
         if pad_mask is not None:
             pad_mask = pad_mask.bool()
-        positions = torch.arange(past, past + T, device=ids.device)  # (T,)
         x = self.embeddings(ids, positions)  # (B, T, d)
         caches = cache if cache is not None else [None] * c.n_layers
         attentions = []
-        for block, layout, layer_cache in zip(self.blocks, self.layouts(past + T), caches, strict=True):
+        for block, layout, layer_cache in zip(self.blocks, self.layouts(n), caches, strict=True):
             x, weights = block(
                 x,
                 layout=layout,
@@ -100,9 +134,16 @@ class Decoder(nn.Module):
         hidden, attentions = self.hidden_states(ids, pad_mask, cache, need_weights)
         return ModelOutput(self.logits(hidden), hidden, attentions)
 
-    def next_logits(self, ids: Tensor, cache: list[KVCache], pad_mask: Tensor | None = None) -> Tensor:
-        """One decoding step: feed ``ids (B, T)`` through the cache, return the last position's logits ``(B, V)``."""
-        hidden, _ = self.hidden_states(ids, pad_mask, cache)
+    def next_logits(
+        self,
+        ids: Tensor,
+        cache: list[KVCache],
+        pad_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """One decoding step: feed ``ids (B, T)`` through the cache (at ``positions (B, T)`` if given, see
+        ``hidden_states``), return the last position's logits ``(B, V)``."""
+        hidden, _ = self.hidden_states(ids, pad_mask, cache, positions=positions)
         return self.logits(hidden[:, -1])
 
     def logits(self, hidden: Tensor) -> Tensor:

@@ -57,7 +57,8 @@ class Embeddings(nn.Module):
 
 
 def check_ids(ids: Tensor, vocab_size: int, max_len: int, past: int = 0) -> None:
-    """A clear ValueError for ids that are not a (B, T) long tensor of known tokens within max_len."""
+    """A clear ValueError for ids that are not a (B, T) long tensor of known tokens within max_len. The values
+    are read on the CPU only: elsewhere reading them stalls the device (the embedding lookup still fails)."""
     if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype != torch.long:
         shape = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
         raise ValueError(f"ids must be a (B, T) long tensor, got {shape}")
@@ -65,7 +66,7 @@ def check_ids(ids: Tensor, vocab_size: int, max_len: int, past: int = 0) -> None
         raise ValueError("ids: empty sequence (T = 0)")
     if past + ids.shape[1] > max_len:
         raise ValueError(f"ids: {past + ids.shape[1]} positions exceed the model's max_len {max_len}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+    if ids.device.type == "cpu" and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         raise ValueError(
             f"ids: token ids must lie in [0, {vocab_size}), got {int(ids.min())}…{int(ids.max())}"
         )

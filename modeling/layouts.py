@@ -86,19 +86,30 @@ class Layout:
     def mask(self, rows: slice | None = None) -> Tensor:
         """(H, T, n) bool: the exact token-level mask for query rows ``rows``, in natural order."""
         i = torch.arange(self.n)[rows if rows is not None else slice(None)]  # (T,)
-        j = torch.arange(self.n)  # (n,)
-        h = torch.arange(self.n_heads)[:, None, None]  # (H, 1, 1)
-        rank = self.ranks()  # (H, n_pad)
-        allowed = self.blocks[
-            h, (rank[:, i] // self.block_size)[:, :, None], (rank[:, j] // self.block_size)[:, None, :]
-        ]
+        return self.token_mask(i[None], self.n)[0]
+
+    def token_mask(self, q_pos: Tensor, n_keys: int) -> Tensor:
+        """(B, H, T, n_keys) bool on ``q_pos``'s device: the mask of queries at positions ``q_pos (B, T)`` (each
+        row its own, all < n) over keys 0 … n_keys − 1. Built on the device, without host synchronisation."""
+        blocks, rank = self._indexing(q_pos.device)
+        i = q_pos[:, None, :, None]  # (B, 1, T, 1)
+        j = torch.arange(n_keys, device=q_pos.device)[None, None, None, :]  # (1, 1, 1, S)
+        h = torch.arange(self.n_heads, device=q_pos.device)[None, :, None, None]  # (1, H, 1, 1)
+        allowed = blocks[h, rank[h, i] // self.block_size, rank[h, j] // self.block_size]  # (B, H, T, S)
         if self.allow is not None:
-            allowed = allowed & self.allow(h, i[None, :, None], j[None, None, :])
-        return allowed  # (H, T, n)
+            allowed = allowed & self.allow(h, i, j)
+        return allowed
+
+    def _indexing(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The block map and the token ranks on ``device``, moved there once."""
+        key = ("mask", str(device))
+        if key not in self._tiles:
+            self._tiles[key] = (self.blocks.to(device), self.ranks().to(device))
+        return self._tiles[key]
 
     def tiles(self, device: torch.device | str = "cpu") -> Tiles:
         """The gather plan of the block-sparse kernel, built once per layout and device."""
-        key = str(device)
+        key = ("tiles", str(device))
         if key not in self._tiles:
             self._tiles[key] = _build_tiles(self, torch.device(device))
         return self._tiles[key]

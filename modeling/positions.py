@@ -48,7 +48,11 @@ class LearnedPositions(nn.Module):
 
 
 def _check_positions(positions: Tensor, max_len: int) -> None:
-    if positions.numel() and (int(positions.max()) >= max_len or int(positions.min()) < 0):
+    """A clear error for positions outside the table, on the CPU only: elsewhere reading them would stall the
+    device (an out-of-range index still fails there, in the lookup)."""
+    if positions.device.type != "cpu" or not positions.numel():
+        return
+    if int(positions.max()) >= max_len or int(positions.min()) < 0:
         raise ValueError(
             f"positions must lie in [0, {max_len}) (max_len), got {int(positions.min())}…{int(positions.max())}"
         )
@@ -75,21 +79,25 @@ class Rope:
         self._tables: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     def angles(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """cos and sin, each (T, D), in ``dtype``: rows of a table of positions 0…max_len−1 computed once
-        (the same numbers, elementwise, as computing them for ``positions`` directly)."""
+        """cos and sin, each (…, T, D), in ``dtype``: rows of a table of positions 0…max_len−1 computed once
+        (the same numbers, elementwise, as computing them for ``positions`` directly). CPU positions past the
+        table are computed directly; on other devices they are not looked at (an index past it fails)."""
         key = (dtype, positions.device)
         if key not in self._tables and self.max_len > 0:
             self._tables[key] = self._compute(torch.arange(self.max_len, device=positions.device), dtype)
-        if key in self._tables and positions.numel() and int(positions.max()) < self.max_len:
+        on_host = positions.device.type == "cpu"  # reading positions elsewhere would stall the device
+        if key in self._tables and (
+            not on_host or not positions.numel() or int(positions.max()) < self.max_len
+        ):
             cos, sin = self._tables[key]
-            return cos[positions], sin[positions]  # (T, D) each
+            return cos[positions], sin[positions]  # (…, T, D) each
         return self._compute(positions, dtype)
 
     def _compute(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         work = torch.float64 if dtype == torch.float64 else torch.float32
         exponent = torch.arange(0, self.d_head, 2, dtype=torch.int64, device=positions.device).to(work)
         inv_freq = 1.0 / (self.theta ** (exponent / self.d_head))  # (D/2,)
-        freqs = positions.to(work)[:, None] * inv_freq[None, :]  # (T, D/2)
+        freqs = positions.to(work)[..., None] * inv_freq  # (…, T, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (T, D)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -98,12 +106,16 @@ class Rope:
         return self.apply_pair(x, None, positions)[0]
 
     def apply_pair(self, q: Tensor, k: Tensor | None, positions: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Rotate queries and keys ``(B, H, T, D)`` at the same ``positions (T,)``, computing the angles once."""
-        if q.shape[-1] != self.d_head or positions.shape != (q.shape[-2],):
+        """Rotate queries and keys ``(B, H, T, D)`` at the same positions, ``(T,)`` or per row ``(B, T)``,
+        computing the angles once."""
+        B, _, T, D = q.shape
+        if D != self.d_head or positions.shape not in ((T,), (B, T)):
             raise ValueError(
-                f"Rope.apply: need x (..., T, {self.d_head}) and positions (T,), got {tuple(q.shape)} and {tuple(positions.shape)}"
+                f"Rope.apply: need x (B, H, T, {self.d_head}) and positions (T,) or (B, T), got {tuple(q.shape)} and {tuple(positions.shape)}"
             )
-        cos, sin = self.angles(positions, q.dtype)
+        cos, sin = self.angles(positions, q.dtype)  # (T, D) or (B, T, D)
+        if positions.dim() == 2:
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D)
         rotated_k = None if k is None else k * cos + rotate_half(k) * sin
         return q * cos + rotate_half(q) * sin, rotated_k
 

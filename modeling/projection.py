@@ -11,6 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _autocast(device_type: str) -> bool:
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 class Projection(nn.Linear):
     """``nn.Linear`` (same parameters, same names) with a fast path for decoding one token at a time.
 
@@ -27,7 +31,7 @@ class Projection(nn.Linear):
         if (
             self.out_features <= self.in_features
             or torch.is_grad_enabled()
-            or torch.is_autocast_enabled(x.device.type)  # a bf16 mat-vec is far slower here
+            or _autocast(x.device.type)  # a bf16 mat-vec is far slower here
             or x.shape[:-1].numel() != 1
             or self.weight.is_inference()  # inference tensors carry no version counter
         ):

@@ -41,14 +41,26 @@ def masked_softmax(scores: Tensor, mask: Tensor | None, row_ok: Tensor | None = 
     return probs if row_ok is None else probs * row_ok
 
 
-def _dot_tile(qc: Tensor, kb: Tensor, vb: Tensor, keys: Tensor, allowed: Tensor, scale: float):
-    """Masked scaled scores of one chunk: ``(B, H, C, Bs, K·Bs)``, plus the gathered keys and values."""
+def _dot_tile(
+    qc: Tensor,
+    kb: Tensor,
+    vb: Tensor,
+    keys: Tensor,
+    allowed: Tensor,
+    score: nn.Module,
+    bias: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Masked scores ``(B, H, C, Bs, K·Bs)`` of one chunk of query blocks ``qc`` against their ``keys (H, C, K)``
+    blocks (plus ``bias``, e.g. relative-position terms), and the gathered keys and values ``(B, H, C, K·Bs, D)``.
+    Masked scores are the dtype's lowest value: exp gives an exact 0, a row without keys stays finite."""
     B, H, _, Bs, D = kb.shape
     C, K = keys.shape[1:]
     head = torch.arange(H, device=kb.device)[:, None, None]  # (H, 1, 1)
     kg = kb[:, head, keys].reshape(B, H, C, K * Bs, D)  # (B, H, C, K·Bs, D)
     vg = vb[:, head, keys].reshape(B, H, C, K * Bs, vb.shape[-1])
-    scores = (qc * scale) @ kg.transpose(-2, -1)  # (B, H, C, Bs, K·Bs)
+    scores = score(qc, kg)  # (B, H, C, Bs, K·Bs)
+    if bias is not None:
+        scores = scores + bias
     return scores.masked_fill_(~allowed, torch.finfo(scores.dtype).min), kg, vg
 
 
@@ -58,13 +70,13 @@ class _BlockSparseDot(torch.autograd.Function):
     one number per row instead of the gathered key/value tiles and the probabilities."""
 
     @staticmethod
-    def forward(ctx, qb, kb, vb, key_blocks, tile_mask, key_real, scale, step):  # noqa: ANN001, ANN205
+    def forward(ctx, qb, kb, vb, key_blocks, tile_mask, key_real, score, step):  # noqa: ANN001, ANN205
         B, H, nb, Bs, _ = qb.shape
         out = qb.new_empty(B, H, nb, Bs, vb.shape[-1])  # (B, H, nb, Bs, D)
         lse = qb.new_empty(B, H, nb, Bs, 1)  # log Σ exp(score) per row; +inf for a row without keys
         for rows in _chunks(nb, step):
             allowed = _allowed(tile_mask, key_real, rows)
-            scores, _, vg = _dot_tile(qb[:, :, rows], kb, vb, key_blocks[:, rows], allowed, scale)
+            scores, _, vg = _dot_tile(qb[:, :, rows], kb, vb, key_blocks[:, rows], allowed, score)
             peak = scores.amax(-1, keepdim=True)
             probs = scores.sub_(peak).exp_()  # in place: scores are not needed again
             total = probs.sum(-1, keepdim=True)
@@ -77,7 +89,7 @@ class _BlockSparseDot(torch.autograd.Function):
             out[:, :, rows] = probs @ vg
             lse[:, :, rows] = row_lse
         ctx.save_for_backward(qb, kb, vb, out, lse, key_blocks, tile_mask, key_real)
-        ctx.scale, ctx.step = scale, step
+        ctx.score, ctx.step = score, step
         return out
 
     @staticmethod
@@ -95,11 +107,11 @@ class _BlockSparseDot(torch.autograd.Function):
             C, K = keys.shape[1:]
             qc, grad = qb[:, :, rows], grad_out[:, :, rows]
             allowed = _allowed(tile_mask, key_real, rows)
-            scores, kg, vg = _dot_tile(qc, kb, vb, keys, allowed, ctx.scale)
+            scores, kg, vg = _dot_tile(qc, kb, vb, keys, allowed, ctx.score)
             probs = scores.sub_(lse[:, :, rows]).exp_()  # (B, H, C, Bs, K·Bs), 0 where masked
             d_probs = grad @ vg.transpose(-2, -1)  # (B, H, C, Bs, K·Bs)
             row_dot = (grad * out[:, :, rows]).sum(-1, keepdim=True)  # rowsum(dO ∘ O)
-            d_scores = probs * (d_probs - row_dot) * ctx.scale  # softmax backward, then the 1/√D
+            d_scores = probs * (d_probs - row_dot) * ctx.score.scale  # softmax backward, then the 1/√D
             dq[:, :, rows] = d_scores @ kg
             flat = (head * nb + keys).reshape(-1)  # (H·C·K,) block rows that receive gradient
             dk.index_add_(1, flat, (d_scores.transpose(-2, -1) @ qc).reshape(B, H * C * K, Bs, D))
@@ -167,28 +179,19 @@ def block_sparse_attend(
         where = positions[q_tok.clamp(max=n - 1)], positions[k_tok.clamp(max=n - 1)]
         index = relative.distance_index(*where)  # (H, nb, Bs, K·Bs)
 
-    head = torch.arange(H, device=q.device)[:, None, None]  # (H, 1, 1)
     step = max(1, TILE_ELEMENTS // max(1, B * H * Bs * K * Bs))  # query blocks per chunk
     if isinstance(score, ScaledDotProduct) and relative is None and not need_weights and dropout_p == 0:
-        out = _BlockSparseDot.apply(qb, kb, vb, key_blocks, tile_mask, key_real, score.scale, step)
+        out = _BlockSparseDot.apply(qb, kb, vb, key_blocks, tile_mask, key_real, score, step)
         return _natural_order(out, layout, n), None
     out = q.new_empty(B, H, nb, Bs, vb.shape[-1])  # (B, H, nb, Bs, D), filled chunk by chunk
     probs_out = []
-    for c in range(0, nb, step):
-        rows = slice(c, min(nb, c + step))
-        keys = key_blocks[:, rows]  # (H, C, K)
-        C = keys.shape[1]
-        kg = kb[:, head, keys].reshape(B, H, C, K * Bs, D)  # (B, H, C, K·Bs, D)
-        vg = vb[:, head, keys].reshape(B, H, C, K * Bs, vb.shape[-1])
-        scores = score(qb[:, :, rows], kg)  # (B, H, C, Bs, K·Bs)
-        if index is not None:
-            scores = scores + relative.score_term(qb[:, :, rows], index[:, rows])
-        mask = tile_mask[:, rows]  # (H, C, Bs, K·Bs)
-        row_ok = None
-        if key_real is not None:
-            mask = mask & key_real[:, :, rows, None, :]  # (B, H, C, Bs, K·Bs)
-            row_ok = mask.any(-1, keepdim=True)
-        probs = masked_softmax(scores, mask, row_ok)  # (B, H, C, Bs, K·Bs)
+    for rows in _chunks(nb, step):
+        qc = qb[:, :, rows]
+        bias = None if index is None else relative.score_term(qc, index[:, rows])
+        allowed = _allowed(tile_mask, key_real, rows)  # (B|1, H, C, Bs, K·Bs)
+        scores, kg, vg = _dot_tile(qc, kb, vb, key_blocks[:, rows], allowed, score, bias)
+        row_ok = None if key_real is None else allowed.any(-1, keepdim=True)
+        probs = masked_softmax(scores, None, row_ok)  # (B, H, C, Bs, K·Bs); masked by _dot_tile
         used = F.dropout(probs, dropout_p) if dropout_p > 0 else probs
         heads = used @ vg  # (B, H, C, Bs, D)
         if index is not None:
