@@ -104,7 +104,8 @@ class Layout:
         """The block map and the token ranks on ``device``, moved there once."""
         key = ("mask", str(device))
         if key not in self._tiles:
-            self._tiles[key] = (self.blocks.to(device), self.ranks().to(device))
+            with torch.inference_mode(False):  # cached: plain tensors, which a later autograd pass may save
+                self._tiles[key] = (self.blocks.to(device), self.ranks().to(device))
         return self._tiles[key]
 
     def tiles(self, device: torch.device | str = "cpu") -> Tiles:
