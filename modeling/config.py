@@ -19,7 +19,7 @@ POSITIONS = ("learned", "sinusoidal", "rope", "relative")
 NORMS = ("layer", "rms")
 NORM_PLACEMENTS = ("pre", "post")
 FEED_FORWARDS = ("gelu", "gelu_tanh", "swiglu")
-HEAD_WINDOWS = ("same", "growing")
+HEAD_WINDOWS = ("same", "growing", "workshop")
 
 # Which parameters each sparse pattern reads; a parameter set for a pattern that ignores it is an error.
 PATTERN_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -67,7 +67,8 @@ class AttentionConfig:
     summary: int | None = None  # fixed: the c summary tokens at the end of each period
     globals: int | None = None  # bigbird: global blocks at the start of the sequence
     randoms: int | None = None  # bigbird: random key blocks per query block
-    head_windows: str = "same"  # same | growing: head h sees window * (h + 1) tokens (the workshop's variant)
+    head_windows: str = "same"  # same | growing: head h looks window·(h+1) back | workshop: window·h back
+    #   ("workshop": Mijangos' taller, unit 4.3 — head 0 sees only its own token, head h the h before it too)
     dense_every: int = 0  # 0: every layer uses the pattern; n > 0: every n-th layer (n-1, 2n-1, …) is dense
     seed: int = 0  # seed of the random blocks, so a layout is the same on every load
 
@@ -92,7 +93,7 @@ class AttentionConfig:
                 )
         if self.pattern == "fixed":
             _require(self.summary <= self.stride, "attention.summary", "must be <= attention.stride")
-        if self.head_windows == "growing":
+        if self.head_windows != "same":
             _require("window" in wanted, "attention.head_windows", f"pattern {self.pattern!r} has no window")
         if self.pattern == "dense":
             _require(self.dense_every == 0, "attention.dense_every", "only makes sense with a sparse pattern")

@@ -389,8 +389,9 @@ def layout_for(
 @torch.inference_mode(False)
 def _build(cfg: AttentionConfig, pattern: str, n: int, n_heads: int, causal: bool) -> Layout:
     window: int | list[int] | None = cfg.window
-    if cfg.head_windows == "growing":
-        window = [cfg.window * (h + 1) for h in range(n_heads)]
+    if cfg.head_windows != "same":  # growing: window·(h+1); workshop: window·h (head 0 sees only itself)
+        first = 1 if cfg.head_windows == "growing" else 0
+        window = [cfg.window * (h + first) for h in range(n_heads)]
     bs = cfg.block_size
     if pattern == "local":
         return local(n, n_heads, window, causal=causal, block_size=bs)

@@ -8,6 +8,7 @@ flag and the variable, so the server never starts half-configured.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any
 ACCELERATORS = ("auto", "cpu", "cuda")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe accepts
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
-SHIPPED_NAMES = ("encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse")
+SHIPPED_NAMES = ("encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse", "taller")
 
 
 class SettingsError(ValueError):
@@ -144,10 +145,13 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
 
 def shipped_references(root: Path = SHIPPED) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The shipped checkpoints that exist on disk: (encoders, decoders)."""
-    found = [str(root / name) for name in SHIPPED_NAMES if (root / name / "config.json").is_file()]
+    found = [root / name for name in SHIPPED_NAMES if (root / name / "config.json").is_file()]
+    kinds = {
+        path: json.loads((path / "config.json").read_text(encoding="utf-8")).get("kind") for path in found
+    }
     return (
-        tuple(p for p in found if Path(p).name.startswith("encoder")),
-        tuple(p for p in found if Path(p).name.startswith("decoder")),
+        tuple(str(p) for p in found if kinds[p] == "encoder"),
+        tuple(str(p) for p in found if kinds[p] == "decoder"),
     )
 
 

@@ -61,6 +61,19 @@ def test_growing_head_windows() -> None:
 
 
 @pytest.mark.parametrize("is_causal", [True, False])
+def test_workshop_head_windows_start_at_the_token_alone(is_causal: bool) -> None:
+    """head_windows="workshop": head h looks window·h back (the taller's unit 4.3), so head 0 sees only itself;
+    "growing" keeps its meaning (window·(h+1)), so saved configs still mean what they meant."""
+    cfg = AttentionConfig(pattern="local", window=1, head_windows="workshop", block_size=BS)
+    layout = layout_for(cfg, 0, N, H, is_causal)
+    want = [((J >= I - h) & (J <= I)) if is_causal else (I - J).abs() <= h for h in range(H)]
+    _check(layout, torch.stack(want))
+    assert torch.equal(layout.mask()[0], torch.eye(N, dtype=torch.bool))
+    growing = layout_for(dataclasses.replace(cfg, head_windows="growing"), 0, N, H, is_causal)
+    assert not growing.mask()[0].equal(torch.eye(N, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("is_causal", [True, False])
 def test_strided_half_local_half_strided_heads(is_causal: bool) -> None:
     w, l = 6, 5
     layout = strided(N, H, w, l, causal=is_causal, block_size=BS)
