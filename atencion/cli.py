@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("atencion.commands.export", "write a checkpoint as a folder Hugging Face transformers loads"),
     "serve": ("atencion.commands.serve", "start the HTTP service"),
     "inspect": ("atencion.commands.inspect", "draw every layer and head's attention as a PNG"),
+    "plot": ("atencion.commands.plot", "the workshop's pictures: positions, noam, next-token, embeddings"),
 }
 
 

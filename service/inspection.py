@@ -147,6 +147,12 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def token_text(tokenizer: Any, token_id: int) -> str:
+    """The text of one token as a person reads it: decoded, so a byte-level BPE's «Ġperro» is « perro» and its
+    «Ċ» a line break; a special token keeps its name."""
+    return tokenizer.decode([token_id], skip_special_tokens=False)
+
+
 def _explain(model: torch.nn.Module, tokenizer: Any, kind: str, tokens: Tokens, target: int) -> tuple:
     """The gradient forward for ``target`` (see the module docstring): (AttentionGradients, target info)."""
     ids = list(tokens.ids)
@@ -166,7 +172,8 @@ def _explain(model: torch.nn.Module, tokenizer: Any, kind: str, tokens: Tokens, 
         "explains": "next token" if kind == "decoder" else "masked token",
         "masked_input": masked,
         "token_id": result.token_id,
-        "token": tokenizer.id_to_token(result.token_id),
+        "token": tokenizer.id_to_token(result.token_id),  # the vocabulary's string (byte-level: «Ċ» for \n)
+        "text": token_text(tokenizer, result.token_id),  # what a person reads
         "log_prob": round(result.log_prob, 6),
         "routes": sorted(set(result.routes)),
     }

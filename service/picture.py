@@ -59,7 +59,14 @@ def token_label(token: dict[str, Any]) -> str:
     """A token's label: its surface text, ␣ for whitespace, the vocabulary string for special tokens."""
     if token["text"].strip():
         return token["text"]
-    return token["token"] if token["special"] else "␣"
+    return token["token"] if token["special"] else shown(token["text"])
+
+
+def shown(text: str) -> str:
+    """Text with its whitespace made visible where nothing else is: ↵ per line break, ⇥ per tab, ␣ per space."""
+    if text.strip():
+        return text
+    return "".join({"\n": "↵", "\t": "⇥", "\r": ""}.get(c, "␣") for c in text) or "␣"
 
 
 def draw_grid(

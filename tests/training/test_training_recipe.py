@@ -84,7 +84,8 @@ def test_bad_recipe_files(tmp_path: Path) -> None:
     bad.write_text("[model\n", encoding="utf-8")
     with pytest.raises(RecipeError, match="not valid TOML"):
         load_recipe(bad)
-    assert sorted(p.stem for p in RECIPES.glob("*.toml")) == sorted((*SHIPPED, "translator-es-oto"))
+    shipped = (*SHIPPED, "translator-es-oto", "taller")  # + the translator and the teaching model
+    assert sorted(p.stem for p in RECIPES.glob("*.toml")) == sorted(shipped)
 
 
 def test_cli_reports_override_errors_without_a_traceback(
