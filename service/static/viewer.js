@@ -87,14 +87,14 @@ async function loadModels() {
     for (const m of models) {
       const option = document.createElement("option");
       option.value = m.name;
-      option.textContent = `${m.name} (${m.kind}, ${m.pattern || "dense"})`;
+      option.textContent = `${m.name} (${t(`kind.${m.kind}`)}, ${m.pattern || "dense"})`;
       select.append(option);
     }
     if (previous) select.value = previous;
     document.body.dataset.models = String(models.length);
-    setStatus(models.length ? "" : "This server serves no model.", !models.length);
+    setStatus(models.length ? "" : t("status.no_model"), !models.length);
   } catch (error) {
-    setStatus(`Could not list the models (${error.message}). An API key may be needed.`, true);
+    setStatus(t("status.no_models_listed", { error: error.message }), true);
   }
 }
 
@@ -102,7 +102,7 @@ function indices(text) {
   const parts = text.split(",").map((s) => s.trim()).filter(Boolean);
   if (!parts.length) return null;
   const values = parts.map(Number);
-  if (values.some((v) => !Number.isInteger(v) || v < 0)) throw new Error(`"${text}" is not a list like 0,2`);
+  if (values.some((v) => !Number.isInteger(v) || v < 0)) throw new Error(t("status.bad_indices", { text }));
   return values;
 }
 
@@ -111,7 +111,7 @@ async function analyse(event) {
   delete document.body.dataset.ready;
   const button = $("run");
   button.disabled = true;
-  setStatus("Analysing…");
+  setStatus(t("status.analysing"));
   try {
     const parameters = { layers: indices($("layers").value), heads: indices($("heads").value) };
     const target = $("target").value.trim();
@@ -120,8 +120,8 @@ async function analyse(event) {
     const started = performance.now();
     const payload = await answer(await fetch("/attention", { method: "POST", headers: headers(), body: JSON.stringify(body) }));
     render(payload);
-    setStatus(`${payload.n_tokens} tokens · ${payload.layers.length} layers × ${payload.heads.length} heads · ` +
-      `${Math.round(performance.now() - started)} ms`);
+    setStatus(t("status.done", { tokens: payload.n_tokens, layers: payload.layers.length, heads: payload.heads.length,
+      ms: Math.round(performance.now() - started) }));
     document.body.dataset.ready = "true";
   } catch (error) {
     setStatus(error.message, true);
@@ -153,15 +153,22 @@ function render(payload) {
     });
   }
   $("results").hidden = false;
-  $("summary").textContent = `${payload.kind} · pattern ${payload.pattern} · ${payload.layouts.map((l) =>
-    `L${l.layer}: ${l.pattern}${l.block_size ? ` (blocks of ${l.block_size})` : ""}, ${(100 * l.density).toFixed(0)}% of cells allowed` +
-    (l.sparse ? `, ${(100 * l.block_density).toFixed(0)}% of blocks computed` : "")).join(" · ")}`;
+  drawSummary();
   drawGrid();
   state.rolloutRow = payload.rollout.row;
   drawAttribution();
   drawStatistics();
   const first = state.maps[0];
   openDetail(first.layer, first.head);
+}
+
+function drawSummary() {
+  const payload = state.payload;
+  $("summary").textContent = `${t(`kind.${payload.kind}`)} · ${t("summary.pattern", { pattern: payload.pattern })} · ` +
+    payload.layouts.map((l) => `L${l.layer}: ${l.pattern}` +
+      (l.block_size ? ` (${t("summary.blocks_of", { size: l.block_size })})` : "") +
+      `, ${t("summary.cells_allowed", { share: (100 * l.density).toFixed(0) })}` +
+      (l.sparse ? `, ${t("summary.blocks_computed", { share: (100 * l.block_density).toFixed(0) })}` : "")).join(" · ");
 }
 
 function paint(canvas, map, options = {}) {
@@ -202,7 +209,13 @@ function headMaximum(map) {
 
 function label(token) {
   if (token.text && token.text.trim()) return token.text;
-  return token.special ? token.token : "␣";
+  return token.special ? token.token : shown(token.text);
+}
+
+// whitespace made visible where nothing else is: ↵ per line break, ⇥ per tab, ␣ per space
+function shown(text) {
+  if (text && text.trim()) return text;
+  return [...(text || " ")].map((c) => ({ "\n": "↵", "\t": "⇥", "\r": "" })[c] ?? "␣").join("") || "␣";
 }
 
 function drawGrid() {
@@ -214,7 +227,7 @@ function drawGrid() {
   for (const head of payload.heads) {
     const heading = document.createElement("span");
     heading.className = "head-label";
-    heading.textContent = `head ${head}`;
+    heading.textContent = t("grid.head", { head });
     grid.append(heading);
   }
   const absolute = $("scale").value === "absolute";
@@ -222,14 +235,14 @@ function drawGrid() {
   for (const layer of payload.layers) {
     const heading = document.createElement("span");
     heading.className = "row-label";
-    heading.textContent = `layer ${layer}`;
+    heading.textContent = t("grid.layer", { layer });
     grid.append(heading);
     for (const map of state.maps.filter((m) => m.layer === layer)) {
       const canvas = document.createElement("canvas");
       canvas.className = "thumb";
       canvas.dataset.layer = map.layer;
       canvas.dataset.head = map.head;
-      canvas.title = `layer ${map.layer}, head ${map.head}`;
+      canvas.title = t("grid.cell", { layer: map.layer, head: map.head });
       paint(canvas, map, { absolute, layout });
       canvas.tabIndex = 0; // reachable with the keyboard: Enter opens the detail
       canvas.addEventListener("click", () => openDetail(map.layer, map.head));
@@ -257,8 +270,9 @@ function openDetail(layer, head) {
   section.dataset.layer = layer;
   section.dataset.head = head;
   const layout = map.layout;
-  $("detail-title").textContent = `Layer ${layer}, head ${head} · ${layout.pattern}` +
-    (layout.block_size ? ` · blocks of ${layout.block_size}` : "") + (layout.causal ? " · causal" : "");
+  $("detail-title").textContent = `${t("detail.heading", { layer, head })} · ${layout.pattern}` +
+    (layout.block_size ? ` · ${t("summary.blocks_of", { size: layout.block_size })}` : "") +
+    (layout.causal ? ` · ${t("detail.causal")}` : "");
   drawDetail();
   drawArcs();
 }
@@ -309,7 +323,7 @@ function drawDetail() {
   context.fillStyle = "#5b6575";
   context.font = "11px system-ui, sans-serif";
   context.textAlign = "left";
-  context.fillText(`L${map.layer} H${map.head}  query ↓ key →`, 4, 12);
+  context.fillText(`L${map.layer} H${map.head}  ${t("detail.axes")}`, 4, 12);
 }
 
 function clip(text) {
@@ -331,7 +345,7 @@ function hover(event) {
   const tokens = state.payload.tokens;
   const i = q * map.n + k;
   const note = map.mask[i] ? map.values[i].toFixed(3)
-    : map.computed && !map.computed[i] ? "0 (never computed: block skipped)" : "0 (masked by the layout)";
+    : map.computed && !map.computed[i] ? t("hover.skipped") : t("hover.masked");
   tip.textContent = `«${label(tokens[q])}» → «${label(tokens[k])}»: ${note}`;
   tip.style.left = `${event.clientX - rect.left + 12}px`;
   tip.style.top = `${event.clientY - rect.top + 12}px`;
@@ -419,23 +433,25 @@ function drawAttribution() {
   const n = payload.n_tokens;
   const rolled = decodeValues(payload.rollout.matrix);
   const row = state.rolloutRow;
-  $("rollout-row").textContent = `— what reaches «${label(payload.tokens[row])}» (position ${row})`;
+  $("rollout-row").textContent = t("rollout.row", { token: label(payload.tokens[row]), row });
   strip($("rollout"), Array.from(rolled.subarray(row * n, (row + 1) * n)), row, (i) => { state.rolloutRow = i; drawAttribution(); });
   const gradient = payload.gradient;
   const maps = $("gradient-maps");
   maps.replaceChildren();
-  if (!gradient) { $("gradient-target").textContent = "— not computed"; $("gradient").replaceChildren(); return; }
-  const t = gradient.target;
-  const what = t.explains === "next token" ? "next token" : (t.masked_input ? "masked token (hidden for this)" : "masked token");
-  $("gradient-target").textContent = `— target position ${t.position}, ${what} «${t.token}» (log p = ${t.log_prob.toFixed(2)})`;
+  if (!gradient) { $("gradient-target").textContent = t("gradient.none"); $("gradient").replaceChildren(); return; }
+  const target = gradient.target;
+  const what = t(target.explains === "next token" ? "gradient.next" : (target.masked_input ? "gradient.masked_hidden" : "gradient.masked"));
+  $("gradient-target").textContent = t("gradient.target", {
+    position: target.position, what, token: shown(target.text ?? target.token), logp: target.log_prob.toFixed(2),
+  });
   if (gradient.error) { $("gradient").textContent = gradient.error; return; }
-  strip($("gradient"), gradient.relevance.map((v) => Math.max(0, v)), t.position, (i) => { $("target").value = i; analyse(); });
+  strip($("gradient"), gradient.relevance.map((v) => Math.max(0, v)), target.position, (i) => { $("target").value = i; analyse(); });
   for (const block of gradient.maps) {
     const figure = document.createElement("figure");
     const canvas = document.createElement("canvas");
     paint(canvas, { n, values: decodeValues(block, block.mask ? decodeBits(block.mask) : null), mask: null });
     const caption = document.createElement("figcaption");
-    caption.textContent = `layer ${block.layer}`;
+    caption.textContent = t("grid.layer", { layer: block.layer });
     figure.append(canvas, caption);
     maps.append(figure);
   }
@@ -467,6 +483,15 @@ function redraw() {
   drawGrid();
   if (state.selected) openDetail(state.selected.layer, state.selected.head);
 }
+
+// the language switch (i18n.js): rewrite what this file wrote
+document.addEventListener("i18n:change", () => {
+  loadModels();
+  if (!state.payload) return;
+  drawSummary();
+  redraw();
+  drawAttribution();
+});
 
 $("query").addEventListener("submit", analyse);
 $("api-key").addEventListener("change", loadModels);
