@@ -33,7 +33,7 @@ from typing import Any
 import litserve as ls
 from fastapi import Request
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from atencion import __version__
@@ -138,7 +138,11 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
 
     app.add_api_route("/info", info_endpoint, methods=["GET"], summary="served models, device, limits")
     app.add_api_route("/metrics", metrics.metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.router.redirect_slashes = (
+        False  # Starlette's redirect names the client's Host header: never follow it
+    )
     if (STATIC / "index.html").is_file():
+        app.add_route("/ui", lambda request: RedirectResponse("/ui/"), include_in_schema=False)  # relative
         app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
     # innermost first: the SSE header must be set before GZip looks at the response
     app.add_middleware(EventStreamMiddleware, paths=STREAM_PATHS)

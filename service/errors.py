@@ -80,6 +80,10 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[int, str, str]:
         if e.get("type") == "json_invalid":
             reason = e.get("ctx", {}).get("error", "")
             return 400, f"malformed JSON body ({reason}): send a JSON object", "malformed_json"
+    for e in errors:  # pydantic's own too_long is a list over max_length: a 422, not our 413 for long text
+        if e.get("type") == "too_long" and "max_length" in e.get("ctx", {}):
+            where = _location(e.get("loc", ()))
+            return 422, f"{where}: {e.get('msg', 'too many items')}", "out_of_range"
     for e in errors:  # the custom kinds first: they say more than a type mismatch in a union member
         if e.get("type") in CUSTOM_TYPES:
             where = _location(e.get("loc", ()))
@@ -124,9 +128,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("internal server error (see the server log)", "internal"), 500)
 
 
-async def _send_error(send: Callable, status: int, message: str, error_type: str) -> None:
+async def _send_error(
+    send: Callable, status: int, message: str, error_type: str, close: bool = False
+) -> None:
+    """One error response; ``close`` ends the connection after it (the rest of the body is never read)."""
     body = json.dumps(error_body(message, error_type)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -147,7 +156,7 @@ class PayloadLimitMiddleware:
         )
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _send_error(send, 413, message, "payload_too_large")
+            return await _send_error(send, 413, message, "payload_too_large", close=True)
         chunks: list[bytes] = []
         size = 0
         while True:  # read the whole (bounded) body first, then replay it to the app
@@ -157,7 +166,7 @@ class PayloadLimitMiddleware:
             chunk = event.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                return await _send_error(send, 413, message, "payload_too_large")
+                return await _send_error(send, 413, message, "payload_too_large", close=True)
             chunks.append(chunk)
             if not event.get("more_body", False):
                 break
@@ -195,23 +204,26 @@ class ApiKeyMiddleware:
 
 
 class ConcurrencyLimitMiddleware:
-    """429 ``overloaded`` once ``limit`` requests to ``paths`` are in flight in this API process, instead of a
-    queue that grows until requests time out (TGI's ``max_concurrent_requests``)."""
+    """429 ``overloaded`` once ``limit`` requests to one of ``paths`` are in flight in this API process, instead
+    of a queue that grows until requests time out (TGI's ``max_concurrent_requests``). Counted per route, so
+    slow generations cannot turn ``/fill-mask`` away."""
 
     def __init__(self, app: ASGIApp, limit: int, paths: tuple[str, ...]) -> None:
         self.app = app
         self.limit = limit
-        self.paths = paths
-        self.in_flight = 0
+        self.in_flight = dict.fromkeys(paths, 0)
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or scope.get("path") not in self.paths:
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in self.in_flight:
             return await self.app(scope, receive, send)
-        if self.in_flight >= self.limit:
-            message = f"the server is busy ({self.in_flight} requests in flight): retry in a moment"
+        if self.in_flight[path] >= self.limit:
+            message = (
+                f"the server is busy ({self.in_flight[path]} requests to {path} in flight): retry in a moment"
+            )
             return await _send_error(send, 429, message, "overloaded")
-        self.in_flight += 1
+        self.in_flight[path] += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.in_flight -= 1
+            self.in_flight[path] -= 1

@@ -49,7 +49,7 @@ class ServedModel:
         return {
             "name": self.name,
             "kind": self.kind,
-            "reference": self.reference,
+            "reference": self.reference if self.repo_id else self.name,  # no local paths in a public answer
             "repo_id": self.repo_id,
             "revision": self.revision,
             "commit": self.commit,

@@ -113,7 +113,7 @@ class FillMaskRequest(Stamped):
         if not texts:
             raise PydanticCustomError("empty_input", "is an empty list: send at least one text")
         if len(texts) > cap:
-            raise PydanticCustomError("too_long", f"has {len(texts)} texts, at most {cap} per request")
+            raise PydanticCustomError("out_of_range", f"has {len(texts)} texts, at most {cap} per request")
         for text in texts:
             _not_blank(text)
         return value
@@ -145,6 +145,7 @@ UNSUPPORTED = (
     "top_n_tokens",
     "frequency_penalty",
     "grammar",
+    "adapter_id",
 )
 
 
