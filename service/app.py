@@ -19,7 +19,8 @@ model output. (LitServe's own ``LIT_SERVER_API_KEY``, if set, would also lock ``
 Processes: LitServe spawns one worker per API × device × ``workers_per_device`` (the attention API: one per
 device) and forks one uvicorn API server. SIGTERM (``docker stop``) runs LitServe's graceful path — in-flight
 requests finish, then every child exits — because the main process turns it into ``KeyboardInterrupt``;
-without that, LitServe's children are orphaned and keep the port.
+without that, LitServe's children are orphaned and keep the port. While draining, new requests get 503; when any
+process dies, the server answers what is in flight with 503 and exits with status 3 (``service.supervision``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from service.fill_mask import FillMaskAPI
 from service.generate import GenerateAPI, GenerateStreamAPI
 from service.models import Catalog, ServedModel, install_catalog
 from service.settings import Settings
+from service.supervision import SupervisedLitServer, SupervisionMiddleware
 
 STATIC = Path(__file__).resolve().parent / "static"
 STREAM_PATHS = ("/generate_stream",)
@@ -121,7 +123,7 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
     apis = build_apis(settings, models)
     workers = {api.api_path: settings.workers_per_device for api in apis}
     workers["/attention"] = 1
-    server = ls.LitServer(
+    server = SupervisedLitServer(
         apis,
         accelerator=settings.accelerator,
         workers_per_device=workers,
@@ -155,6 +157,7 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
             ApiKeyMiddleware, api_key=settings.api_key, protected=(*paths, "/info", "/litserve/info")
         )
     app.add_middleware(metrics.MetricsMiddleware, paths=paths)
+    app.add_middleware(SupervisionMiddleware)  # outermost: sees every request, drains, fails loudly
     metrics.record_models(models)
     return server
 
