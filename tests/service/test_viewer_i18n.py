@@ -78,7 +78,7 @@ def test_the_page_speaks_the_browsers_language(browser, server) -> None:
     other = WORDS["en" if language == "es" else "es"]
     assert _text(driver, "#run") != other["#run"]
     status = _text(driver, "#status")
-    assert ("capas × " if language == "es" else "layers × ") in status, status
+    assert ("capas × cabezas: " if language == "es" else "layers × heads: ") in status, status
 
 
 def test_the_switch_changes_every_label_and_is_remembered(browser, server) -> None:
