@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from modeling.logprobs import log_probs, token_logprob
+
 FINISH_REASONS = ("length", "eos_token", "stop_sequence")
-LOWEST_LOGPROB = float(torch.finfo(torch.float32).min)
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,15 @@ def _check(condition: bool, field: str, wanted: str) -> None:
 @dataclass(frozen=True)
 class GeneratedToken:
     """One streamed token. ``logprob`` is the model's own log-probability of it (after the repetition penalty,
-    before temperature and truncation); ``finish_reason`` is set on the last token only."""
+    before temperature and truncation); ``top``: the ``top_n`` most likely (id, log-probability) at its step,
+    on the same scale, best first; ``finish_reason`` is set on the last token only."""
 
     id: int
     text: str
     logprob: float
     special: bool
     finish_reason: str | None = None
+    top: tuple[tuple[int, float], ...] = ()
 
 
 # ---- one step: logits -> token -------------------------------------------------------------------------------
@@ -173,9 +176,14 @@ def special_ids(tokenizer: Tokenizer) -> set[int]:
 
 
 def stream_tokens(
-    model: torch.nn.Module, tokenizer: Tokenizer, prompt_ids: list[int], sampling: Sampling
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    prompt_ids: list[int],
+    sampling: Sampling,
+    top_n: int = 0,
 ) -> Iterator[GeneratedToken]:
-    """Continue ``prompt_ids`` with ``model`` (a ``Decoder``), yielding one ``GeneratedToken`` per new token.
+    """Continue ``prompt_ids`` with ``model`` (a ``Decoder``), yielding one ``GeneratedToken`` per new token
+    (with the ``top_n`` most likely alternatives at each step).
 
     Stops at the end-of-sequence token ("eos_token"), once the text contains a stop string
     ("stop_sequence"), or after ``max_new_tokens`` or at the model's ``max_len`` ("length").
@@ -209,10 +217,7 @@ def stream_tokens(
             logits = penalize_repetition(logits, seen, sampling.repetition_penalty)
             token = choose_token(logits[None], sampling, generator)  # (1,)
             token_id = int(token)
-            log_probs = logits.log_softmax(-1).nan_to_num(
-                nan=LOWEST_LOGPROB, neginf=LOWEST_LOGPROB
-            )  # JSON: finite
-            logprob = float(log_probs[token_id])
+            scored = token_logprob(log_probs(logits), token_id, top_n)
             seen[token_id] = True
         special = token_id in specials
         finish = "eos_token" if token_id == config.eos_token_id else None
@@ -225,7 +230,7 @@ def stream_tokens(
                 finish = "stop_sequence"
         if finish is None and step == budget - 1:
             finish = "length"
-        yield GeneratedToken(token_id, text, logprob, special, finish)
+        yield GeneratedToken(token_id, text, scored.logprob, special, finish, scored.top)
         if finish is not None:
             return
         ids = token.view(1, 1)  # (1, 1)

@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
 from atencion import __version__
-from service import metrics
+from service import metrics, openai_api
 from service.attention_api import AttentionAPI
 from service.errors import (
     ApiKeyMiddleware,
@@ -89,6 +89,7 @@ def build_apis(settings: Settings, models: list[ServedModel]) -> list[ls.LitAPI]
         apis.append(FillMaskAPI(models, settings.limits, settings.max_batch_size, settings.batch_timeout))
     if "decoder" in kinds:
         apis += [GenerateAPI(models, settings.limits), GenerateStreamAPI(models, settings.limits)]
+        apis.append(openai_api.CompletionsAPI(models, settings.limits))  # /v1/…: service.openai_api
     apis.append(AttentionAPI(models, settings.limits))
     workers = settings.workers_per_device * (len(apis) - 1) + 1  # the attention API has one worker
     for api in apis:
@@ -131,8 +132,9 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
         info_path="/litserve/info",
     )
     app = server.app
-    paths = tuple(api.api_path for api in apis)
+    paths = tuple(api.api_path for api in apis) + openai_api.extra_paths(apis)
     install_error_handlers(app)
+    openai_api.install_routes(app, apis)
     described = info(settings, models, server)
 
     async def info_endpoint(request: Request) -> JSONResponse:
@@ -156,6 +158,7 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
         app.add_middleware(
             ApiKeyMiddleware, api_key=settings.api_key, protected=(*paths, "/info", "/litserve/info")
         )
+    app.add_middleware(openai_api.OpenAIErrorShape)  # outside the limits and the key: their errors too
     app.add_middleware(metrics.MetricsMiddleware, paths=paths)
     app.add_middleware(SupervisionMiddleware)  # outermost: sees every request, drains, fails loudly
     metrics.record_models(models)
