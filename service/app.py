@@ -113,7 +113,8 @@ def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) ->
         "limits": asdict(settings.limits),
         "batching": {"max_batch_size": settings.max_batch_size, "batch_timeout": settings.batch_timeout},
         "workers_per_device": settings.workers_per_device,
-        "endpoints": [api.api_path for api in server.litapi_connector],
+        "endpoints": [api.api_path for api in server.litapi_connector]
+        + list(openai_api.extra_paths(list(server.litapi_connector))),
         "api_key_required": settings.api_key is not None,
     }
 

@@ -33,7 +33,10 @@ def test_info_lists_models_device_limits_and_version(server):
     assert info["limits"]["max_input_tokens"] >= 1 and info["limits"]["max_new_tokens"] >= 1
     assert info["batching"]["max_batch_size"] == 8
     assert info["version"]
-    assert sorted(info["endpoints"]) == ["/attention", "/fill-mask", "/generate", "/generate_stream"]
+    assert sorted(info["endpoints"]) == [
+        "/attention", "/detokenize", "/fill-mask", "/generate", "/generate_stream", "/tokenize",
+        "/v1/chat/completions", "/v1/completions",
+    ]  # fmt: skip
 
 
 def test_openapi_has_the_request_schemas(server):
