@@ -86,7 +86,7 @@ class GeneratedToken:
     logprob: float
     special: bool
     finish_reason: str | None = None
-    top: tuple[tuple[int, float], ...] = ()
+    top_logprobs: tuple[tuple[int, float], ...] = ()
 
 
 # ---- one step: logits -> token -------------------------------------------------------------------------------

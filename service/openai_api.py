@@ -111,7 +111,7 @@ def run_job(checkpoint: Any, job: Job) -> Iterator[dict[str, Any]]:
             "logprob": token.logprob,
             "special": token.special,
             "finish_reason": token.finish_reason,
-            "top": [list(t) for t in token.top],
+            "top": [list(t) for t in token.top_logprobs],
         }
 
 

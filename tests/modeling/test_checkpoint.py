@@ -239,7 +239,7 @@ def test_cli_generate_streams_text(decoder_dir, capsys) -> None:
     assert exit_info.value.code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) <= 4 and lines[-1]["finish_reason"] in ("length", "eos_token")
-    assert {"id", "text", "logprob", "special", "finish_reason", "top"} == set(lines[0])
+    assert {"id", "text", "logprob", "special", "finish_reason", "top_logprobs"} == set(lines[0])
 
 
 @pytest.mark.parametrize(

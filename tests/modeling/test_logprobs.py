@@ -73,13 +73,19 @@ def test_stream_tokens_reports_the_same_alternatives_as_scoring_the_whole_text()
     """Generated tokens' logprobs and top-N against one forward over prompt + output (1e-4: cache vs full)."""
     model, tokenizer = decoder(), tiny_tokenizer()
     tokens = list(stream_tokens(model, tokenizer, PROMPT, Sampling(max_new_tokens=6), top_n=3))
-    assert all(len(t.top) == 3 and t.top[0][0] == t.id for t in tokens)  # greedy: the best one
+    assert all(
+        len(t.top_logprobs) == 3 and t.top_logprobs[0][0] == t.id for t in tokens
+    )  # greedy: the best one
     scored = prompt_logprobs(model, PROMPT + [t.id for t in tokens], n=3)[len(PROMPT) :]
     for token, reference in zip(tokens, scored, strict=True):
         assert abs(token.logprob - reference.logprob) < 1e-4
-        assert [i for i, _ in token.top] == [i for i, _ in reference.top]
-        assert all(abs(a - b) < 1e-4 for (_, a), (_, b) in zip(token.top, reference.top, strict=True))
-    assert all(t.top == () for t in stream_tokens(model, tokenizer, PROMPT, Sampling(max_new_tokens=2)))
+        assert [i for i, _ in token.top_logprobs] == [i for i, _ in reference.top]
+        assert all(
+            abs(a - b) < 1e-4 for (_, a), (_, b) in zip(token.top_logprobs, reference.top, strict=True)
+        )
+    assert all(
+        t.top_logprobs == () for t in stream_tokens(model, tokenizer, PROMPT, Sampling(max_new_tokens=2))
+    )
 
 
 def test_an_empty_prompt_is_refused():
