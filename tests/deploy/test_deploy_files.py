@@ -101,7 +101,9 @@ def test_compose_mounts_files_that_exist():
 
 def test_dockerfile_runs_the_service_as_non_root_with_healthcheck_and_stopsignal():
     instructions = dockerfile_instructions()
-    assert [arguments for keyword, arguments in instructions if keyword == "FROM"] == ["python:3.11-slim"]
+    args = dict(arguments.split("=", 1) for keyword, arguments in instructions if keyword == "ARG")
+    assert [arguments for keyword, arguments in instructions if keyword == "FROM"] == ["${PYTHON_IMAGE}"]
+    assert args["PYTHON_IMAGE"] == "python:3.11-slim"  # users get the official image; the tests a local one
     user = [arguments for keyword, arguments in instructions if keyword == "USER"]
     assert user and user[-1] not in ("root", "0")
     assert ("STOPSIGNAL", "SIGTERM") in instructions
@@ -111,8 +113,8 @@ def test_dockerfile_runs_the_service_as_non_root_with_healthcheck_and_stopsignal
     probe = exec_form(healthcheck.split(" CMD ", 1)[1])
     assert probe[:2] == ["python", "-c"] and "/health" in probe[2]
     assert "curl" not in healthcheck and "wget" not in healthcheck
-    args = dict(arguments.split("=", 1) for keyword, arguments in instructions if keyword == "ARG")
     assert args["TORCH_INDEX_URL"].endswith("/whl/cpu") and args["TORCH_VERSION"] == "2.13.0"
+    assert args["COMPILER_PACKAGES"] == ""  # a compiler for torch.compile is opt-in (+374 MB)
 
 
 def test_dockerfile_ships_checkpoints_and_keeps_the_hub_cache_on_a_volume():
@@ -124,16 +126,20 @@ def test_dockerfile_ships_checkpoints_and_keeps_the_hub_cache_on_a_volume():
     assert env["ATENCION_HOST"] == "0.0.0.0"
     for reference in (env["ATENCION_ENCODERS"] + "," + env["ATENCION_DECODERS"]).split(","):
         assert reference.startswith("/app/checkpoints/"), reference
-    # .dockerignore keeps secrets and history out, and drops nothing the Dockerfile copies
-    ignored = {
+    # .dockerignore is an allow-list: everything out, then what the Dockerfile copies back in, minus secrets
+    patterns = [
         line.strip().rstrip("/")
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
-    }
-    assert {".git", ".env", "*.env", "tests"} <= ignored
-    for arguments in copies:
-        for source in arguments.split()[:-1]:
-            assert source.rstrip("/") not in ignored, f".dockerignore drops {source}"
+    ]
+    assert patterns[0] == "*"
+    allowed = {pattern[1:] for pattern in patterns if pattern.startswith("!")}
+    copied = {source.rstrip("/") for arguments in copies for source in arguments.split()[:-1]}
+    assert allowed == copied, (
+        f".dockerignore lets in {sorted(allowed)}, the Dockerfile copies {sorted(copied)}"
+    )
+    last_allowed = max(i for i, pattern in enumerate(patterns) if pattern.startswith("!"))
+    assert {"**/.env", "**/*.env", "**/__pycache__"} <= set(patterns[last_allowed + 1 :])  # after: they win
 
 
 def test_prometheus_config_is_valid():
