@@ -20,7 +20,7 @@ from typing import Any
 
 import litserve as ls
 
-from modeling.generation import GeneratedToken, Sampling, stream_tokens
+from modeling.generation import GeneratedToken, Sampling, special_ids, stream_tokens
 from service.errors import InputError, error_response
 from service.metrics import BATCH_SIZE, FINISH_REASON, FIRST_TOKEN, GENERATED_TOKENS, INPUT_TOKENS
 from service.models import ServedModel, load_for_worker
@@ -39,6 +39,7 @@ class Job:
     return_full_text: bool
     details: bool
     received: float
+    top_n: int = 0  # TGI's top_n_tokens
 
 
 def sampling_of(request: GenerateRequest) -> Sampling:
@@ -60,6 +61,20 @@ def sampling_of(request: GenerateRequest) -> Sampling:
 
 def token_dict(token: GeneratedToken) -> dict[str, Any]:
     return {"id": token.id, "text": token.text, "logprob": token.logprob, "special": token.special}
+
+
+def top_tokens(tokenizer: Any, token: GeneratedToken) -> list[dict[str, Any]]:
+    """TGI's ``top_tokens`` of one step: the most likely tokens, each as a ``Token``."""
+    specials = special_ids(tokenizer)
+    return [
+        {
+            "id": i,
+            "text": tokenizer.decode([i], skip_special_tokens=False),
+            "logprob": v,
+            "special": i in specials,
+        }
+        for i, v in token.top_logprobs
+    ]
 
 
 class _Decoding(ls.LitAPI):
@@ -87,7 +102,14 @@ class _Decoding(ls.LitAPI):
             raise InputError(f"inputs: {len(ids)} tokens, more than the {cap} allowed", 413, "too_long")
         p = request.parameters
         return Job(
-            name, request.inputs, ids, sampling_of(request), p.return_full_text, p.details, request.received
+            name,
+            request.inputs,
+            ids,
+            sampling_of(request),
+            p.return_full_text,
+            p.details,
+            request.received,
+            p.top_n_tokens or 0,
         )
 
     def tokens(self, job: Job) -> Iterator[GeneratedToken]:
@@ -96,7 +118,8 @@ class _Decoding(ls.LitAPI):
         INPUT_TOKENS.labels(path=self.route).inc(len(job.prompt_ids))
         checkpoint = self.checkpoints[job.model]
         count = 0
-        for token in stream_tokens(checkpoint.model, checkpoint.tokenizer, job.prompt_ids, job.sampling):
+        tokenizer = checkpoint.tokenizer
+        for token in stream_tokens(checkpoint.model, tokenizer, job.prompt_ids, job.sampling, job.top_n):
             if count == 0:
                 FIRST_TOKEN.labels(path=self.route).observe(max(0.0, time.time() - job.received))
             count += 1
@@ -147,6 +170,9 @@ class GenerateAPI(_Decoding):
                 "prefill": [],
                 "tokens": [token_dict(t) for t in tokens],
             }
+            if job.top_n:
+                tokenizer = self.checkpoints[job.model].tokenizer
+                answer["details"]["top_tokens"] = [top_tokens(tokenizer, t) for t in tokens]
         return answer
 
     def encode_response(self, output: dict[str, Any] | InputError) -> GenerateResponse:
@@ -187,7 +213,9 @@ class GenerateStreamAPI(_Decoding):
                     {
                         "index": index,
                         "token": token_dict(token),
-                        "top_tokens": None,
+                        "top_tokens": top_tokens(self.checkpoints[job.model].tokenizer, token)
+                        if job.top_n
+                        else None,
                         "generated_text": self.text_of(job, tokens) if last else None,
                         "details": {**self.details_of(job, tokens), "input_length": len(job.prompt_ids)}
                         if last

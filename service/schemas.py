@@ -142,7 +142,6 @@ UNSUPPORTED = (
     "truncate",
     "typical_p",
     "watermark",
-    "top_n_tokens",
     "frequency_penalty",
     "grammar",
     "adapter_id",
@@ -167,7 +166,7 @@ class GenerateParameters(BaseModel):
     truncate: Any = None
     typical_p: Any = None
     watermark: Any = None
-    top_n_tokens: Any = None
+    top_n_tokens: int | None = Field(None, ge=0, le=5, description="the N most likely tokens at each step")
     frequency_penalty: Any = None
     grammar: Any = None
     adapter_id: Any = None
@@ -245,6 +244,7 @@ class Details(BaseModel):
     seed: int | None
     prefill: list[Token] = Field(default_factory=list)
     tokens: list[Token]
+    top_tokens: list[list[Token]] = Field(default_factory=list, description="with top_n_tokens: per token")
 
 
 class GenerateResponse(BaseModel):

@@ -92,3 +92,27 @@ def test_huggingface_inference_client_generates_and_streams(server):
     assert "".join(pieces) == text
     final = list(streamer.text_generation("El gato", max_new_tokens=5, stream=True, details=True))[-1]
     assert final.generated_text == text and final.details.finish_reason in ("length", "eos_token")
+
+
+def test_top_n_tokens_lists_the_best_alternatives_of_each_step(server, tiny_checkpoints):
+    """TGI's top_n_tokens: the N best per generated token, on the scale of the token's own logprob; against one
+    forward over prompt + output (1e-4: cached decoding vs. the full pass)."""
+    from modeling.logprobs import prompt_logprobs
+
+    params = {"max_new_tokens": 5, "details": True, "top_n_tokens": 3}
+    body = server.post("/generate", {"inputs": "Mañana vamos", "parameters": params}).json()
+    tokens, top = body["details"]["tokens"], body["details"]["top_tokens"]
+    assert len(top) == len(tokens) and all(len(step) == 3 for step in top)
+    checkpoint = load_checkpoint(tiny_checkpoints / "decoder-dense")
+    ids = checkpoint.tokenizer.encode("Mañana vamos").ids
+    scored = prompt_logprobs(checkpoint.model, ids + [t["id"] for t in tokens], 3)[len(ids) :]
+    for token, step, reference in zip(tokens, top, scored, strict=True):
+        assert step[0]["id"] == token["id"] and step[0]["logprob"] == token["logprob"]  # greedy: the best
+        assert [t["id"] for t in step] == [i for i, _ in reference.top]
+        assert all(abs(t["logprob"] - v) < 1e-4 for t, (_, v) in zip(step, reference.top, strict=True))
+    stream = events(server.post("/generate_stream", {"inputs": "Mañana vamos", "parameters": params}))
+    assert [e["top_tokens"] for e in stream] == top
+    plain = events(server.post("/generate_stream", {"inputs": "Hola", "parameters": {"max_new_tokens": 2}}))
+    assert all(e["top_tokens"] is None for e in plain)
+    too_many = server.post("/generate", {"inputs": "Hola", "parameters": {"top_n_tokens": 6}})
+    assert too_many.status_code == 422 and "top_n_tokens" in too_many.json()["error"]
