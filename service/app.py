@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
-from atencion import __version__
 from service import metrics, openai_api
 from service.attention_api import AttentionAPI
 from service.errors import (
@@ -102,7 +102,7 @@ def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) ->
         kind: next((m.name for m in models if m.kind == kind), None) for kind in ("encoder", "decoder")
     }
     return {
-        "version": __version__,
+        "version": version("atencion"),  # the installed package's metadata
         "models": [m.describe() for m in models],
         "defaults": defaults,
         "device": {

@@ -5,8 +5,9 @@ forward per model. LitServe fails a whole batch when any step raises (its issue 
 token, too many tokens, a target the tokenizer cannot spell — travels through ``predict`` as an ``InputError``
 value and becomes that request's own 4xx in ``encode_response``; the others in the batch are untouched.
 
-Scores follow the Hugging Face pipeline: softmax over the whole vocabulary at the mask position, then the
-``top_k`` best (or the given ``targets``), ``sequence`` being the text with that mask filled in.
+Tokenizing, scoring and the candidates' fields are ``modeling.fill_mask``'s (shared with the CLI): softmax over
+the whole vocabulary at the mask position, then the ``top_k`` best (or the given ``targets``), as the Hugging
+Face pipeline does.
 """
 
 import time
@@ -15,11 +16,11 @@ from queue import Empty
 from typing import Any
 
 import litserve as ls
-import torch
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
 from litserve.utils import LitAPIStatus, LoopResponseType
 
+from modeling.fill_mask import FillMaskError, MaskedText, candidates, encode, mask_probabilities, target_ids
 from service.errors import InputError, error_response
 from service.metrics import BATCH_SIZE, INPUT_TOKENS
 from service.models import ServedModel, load_for_worker
@@ -27,6 +28,7 @@ from service.schemas import FillMaskRequest, FillMaskResponse
 from service.settings import Limits
 
 PATH = "/fill-mask"
+STATUS = {"too_long": 413, "no_mask": 422, "out_of_range": 422}  # FillMaskError.kind -> HTTP status
 
 
 @dataclass
@@ -34,8 +36,7 @@ class Prepared:
     """One request, tokenized: every text's ids and mask positions, and the candidate ids to rank."""
 
     model: str
-    texts: list[list[int]]  # token ids per input text
-    masks: list[list[int]]  # mask positions per input text
+    texts: list[MaskedText]  # token ids and mask positions per input text
     top_k: int
     targets: list[int] | None
     single: bool  # "inputs" was a string, not a list
@@ -105,43 +106,25 @@ class FillMaskAPI(ls.LitAPI):
             known = ", ".join(self.checkpoints)
             raise InputError(f"model: unknown encoder {name!r}; served: {known}", 404, "unknown_model")
         checkpoint = self.checkpoints[name]
-        tokenizer, config = checkpoint.tokenizer, checkpoint.config
-        mask = tokenizer.id_to_token(config.mask_token_id)
-        cap = min(self.limits.max_input_tokens, config.max_len)
         texts = [request.inputs] if isinstance(request.inputs, str) else list(request.inputs)
-        all_ids, all_masks = [], []
-        for text in texts:
-            ids = tokenizer.encode(text).ids
-            if len(ids) > cap:
-                raise InputError(
-                    f"inputs: {len(ids)} tokens, more than the {cap} allowed: send a shorter text",
-                    413,
-                    "too_long",
-                )
-            positions = [i for i, t in enumerate(ids) if t == config.mask_token_id]
-            if not positions:
-                raise InputError(
-                    f"inputs: no {mask} token in {text[:60]!r}; put {mask} where the model should guess a word",
-                    422,
-                    "no_mask",
-                )
-            all_ids.append(ids)
-            all_masks.append(positions)
+        try:
+            masked = [
+                encode(checkpoint.tokenizer, checkpoint.config, t, self.limits.max_input_tokens)
+                for t in texts
+            ]
+        except FillMaskError as error:
+            raise InputError(f"inputs: {error.message}", STATUS[error.kind], error.kind) from None
         targets = None
         if request.parameters.targets is not None:
-            targets = []
-            for word in request.parameters.targets:
-                token = tokenizer.token_to_id(word)
-                if token is None:
-                    pieces = tokenizer.encode(word, add_special_tokens=False).ids
-                    if not pieces:
-                        raise InputError(f"parameters.targets: {word!r} gives no token", 422, "out_of_range")
-                    token = pieces[0]
-                if token not in targets:
-                    targets.append(token)
-        INPUT_TOKENS.labels(path=PATH).inc(sum(len(ids) for ids in all_ids))
-        top_k = min(request.parameters.top_k, len(targets) if targets else config.vocab_size)
-        return Prepared(name, all_ids, all_masks, top_k, targets, isinstance(request.inputs, str))
+            try:
+                targets = target_ids(checkpoint.tokenizer, request.parameters.targets)
+            except FillMaskError as error:
+                raise InputError(
+                    f"parameters.targets: {error.message}", STATUS[error.kind], error.kind
+                ) from None
+        INPUT_TOKENS.labels(path=PATH).inc(sum(len(m.ids) for m in masked))
+        top_k = min(request.parameters.top_k, len(targets) if targets else checkpoint.config.vocab_size)
+        return Prepared(name, masked, top_k, targets, isinstance(request.inputs, str))
 
     # ---- the batch --------------------------------------------------------------------------------------
     def batch(self, inputs: list[Any]) -> list[Any]:
@@ -166,60 +149,32 @@ class FillMaskAPI(ls.LitAPI):
                 outputs[i] = result
         return outputs if batched else outputs[0]
 
-    @torch.inference_mode()
     def rank(self, requests: list[Prepared]) -> list[Any]:
         """One padded forward for every text of ``requests`` (all on the same model)."""
         checkpoint = self.checkpoints[requests[0].model]
-        model, tokenizer, config = checkpoint.model, checkpoint.tokenizer, checkpoint.config
-        sequences = [ids for r in requests for ids in r.texts]
-        longest = max(len(ids) for ids in sequences)
-        ids = torch.full((len(sequences), longest), config.pad_token_id, dtype=torch.long)  # (B, T)
-        real = torch.zeros(len(sequences), longest, dtype=torch.bool)  # (B, T)
-        for row, seq in enumerate(sequences):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            real[row, : len(seq)] = True
-        hidden, _ = model.hidden_states(ids.to(self.device), pad_mask=real.to(self.device))  # (B, T, d)
-        # the MLM head and softmax only at the mask positions: (M, V), not (B, T, V)
-        where = [(row, m) for row, masks in enumerate(r for q in requests for r in q.masks) for m in masks]
-        rows, columns = torch.tensor(where).T  # (M,), (M,)
-        at_masks = hidden[rows.to(hidden.device), columns.to(hidden.device)]  # (M, d)
-        probs = model.logits(at_masks).float().softmax(-1).cpu()  # (M, V)
+        probs = mask_probabilities(
+            checkpoint.model, [t for r in requests for t in r.texts], self.device
+        )  # (M, V)
         results, seen = [], 0
         for request in requests:
             per_text = []
-            for seq, masks in zip(request.texts, request.masks, strict=True):
+            for text in request.texts:
                 per_mask = []
-                for m in masks:
-                    per_mask.append(self.candidates(probs[seen], seq, m, request, tokenizer))
+                for position in text.masks:
+                    per_mask.append(
+                        candidates(
+                            probs[seen],
+                            text.ids,
+                            position,
+                            checkpoint.tokenizer,
+                            request.top_k,
+                            request.targets,
+                        )
+                    )
                     seen += 1
                 per_text.append(per_mask[0] if len(per_mask) == 1 else per_mask)
             results.append(per_text[0] if request.single else per_text)
         return results
-
-    @staticmethod
-    def candidates(
-        probs: torch.Tensor, seq: list[int], position: int, request: Prepared, tokenizer
-    ) -> list[dict]:
-        """The top-k (or target) tokens at one mask position, best first, HF pipeline fields."""
-        if request.targets is not None:
-            pool = torch.tensor(request.targets)
-            scores, order = probs[pool].topk(request.top_k)
-            tokens = pool[order]
-        else:
-            scores, tokens = probs.topk(request.top_k)
-        out = []
-        for score, token in zip(scores.tolist(), tokens.tolist(), strict=True):
-            filled = list(seq)
-            filled[position] = token
-            out.append(
-                {
-                    "score": score,
-                    "token": token,
-                    "token_str": tokenizer.decode([token]),
-                    "sequence": tokenizer.decode(filled, skip_special_tokens=True),
-                }
-            )
-        return out
 
     def encode_response(self, output: Any) -> FillMaskResponse:
         if isinstance(output, InputError):

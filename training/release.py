@@ -156,8 +156,8 @@ def read_examples(path: Path) -> tuple[str, ...]:
 def run_examples(directory: Path, examples: tuple[str, ...] | None = None) -> list[dict[str, str]]:
     """The examples through the checkpoint: fill-mask (top 3) for an encoder, sampling for a decoder; by
     default the fixed Spanish ones above."""
-    from atencion.commands.fill_mask import fill_mask
     from modeling.checkpoint import load_checkpoint
+    from modeling.fill_mask import fill_mask
     from modeling.generation import Sampling, generate_text
 
     checkpoint = load_checkpoint(directory)
@@ -165,7 +165,7 @@ def run_examples(directory: Path, examples: tuple[str, ...] | None = None) -> li
     samples = []
     if checkpoint.config.kind == "encoder":
         for text in examples or FILL_MASK_EXAMPLES:
-            (candidates,) = fill_mask(checkpoint, text, top_k=3)
+            (candidates,) = fill_mask(checkpoint.model, checkpoint.tokenizer, text, top_k=3)
             shown = ", ".join(f"{c['token_str']} ({c['score']:.2f})" for c in candidates)
             samples.append({"input": text, "output": shown})
         return samples

@@ -2,7 +2,7 @@
 
 Prints, for every mask, the top-k candidates with their probabilities and the filled-in text; ``--json``
 prints the Hugging Face fill-mask pipeline's shape (a list of ``{score, token, token_str, sequence}``, one
-list per mask when there are several).
+list per mask when there are several), the same as ``POST /fill-mask`` (both run ``modeling.fill_mask``).
 """
 
 from __future__ import annotations
@@ -20,46 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the Hugging Face fill-mask JSON")
 
 
-def fill_mask(checkpoint, text: str, top_k: int) -> list[list[dict]]:
-    """Per mask, the ``top_k`` candidates as ``{score, token, token_str, sequence}``, most likely first."""
-    import torch
-
-    if top_k < 1:
-        raise UsageError(f"--top-k: must be >= 1, got {top_k}")
-    tokenizer, config, model = checkpoint.tokenizer, checkpoint.config, checkpoint.model
-    mask_text = tokenizer.id_to_token(config.mask_token_id)
-    encoding = tokenizer.encode(text)
-    ids = encoding.ids
-    if len(ids) > config.max_len:
-        raise UsageError(f"text: {len(ids)} tokens exceed the model's max_len {config.max_len}")
-    where = [i for i, token in enumerate(ids) if token == config.mask_token_id]
-    if not where:
-        raise UsageError(f"text: no {mask_text} token in {text!r}")
-    with torch.inference_mode():
-        output = model(torch.tensor([ids]))
-        probs = output.logits[0, where].float().softmax(-1)  # (M, V)
-        scores, candidates = probs.topk(min(top_k, probs.shape[-1]), dim=-1)  # (M, k)
-    results = []
-    for m, position in enumerate(where):
-        rows = []
-        for score, candidate in zip(scores[m].tolist(), candidates[m].tolist(), strict=True):
-            filled = list(ids)
-            filled[position] = candidate
-            rows.append(
-                {
-                    "score": score,
-                    "token": candidate,
-                    "token_str": tokenizer.decode([candidate], skip_special_tokens=False),
-                    "sequence": tokenizer.decode(filled, skip_special_tokens=True),
-                }
-            )
-        results.append(rows)
-    return results
-
-
 def _fill_mask(args: argparse.Namespace) -> int:
+    from modeling.fill_mask import FillMaskError, fill_mask
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k: must be >= 1, got {args.top_k}")
     checkpoint = open_checkpoint(args.checkpoint, "encoder")
-    results = fill_mask(checkpoint, args.text, args.top_k)
+    try:
+        results = fill_mask(checkpoint.model, checkpoint.tokenizer, args.text, args.top_k)
+    except FillMaskError as error:
+        raise UsageError(f"text: {error.message}") from None
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, ensure_ascii=False, indent=2))
         return 0
