@@ -1,4 +1,4 @@
-"""`atencion SUBCOMMAND …`: each subcommand lives beside the code it drives.
+"""`atencion SUBCOMMAND …`: one module per subcommand in ``atencion/commands/``, driving the packages below.
 
 A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; only the chosen one is
 imported, so `atencion train` never pays for importing the service.

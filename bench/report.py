@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from training.precision import cpu_info
+
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\nEach section is written by the script it names; rerun the command to reproduce it.\n"
@@ -16,14 +18,7 @@ HEADER = (
 
 def machine() -> str:
     """A one-line description of the machine a benchmark ran on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info()[0]
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
 
 

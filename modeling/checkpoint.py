@@ -201,6 +201,7 @@ def check_tensors(header: dict[str, dict[str, Any]], expected: dict[str, torch.T
 
 
 def sha256(path: Path) -> str:
+    """The file's sha256 as hex, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

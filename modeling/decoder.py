@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from modeling.blocks import Block
 from modeling.config import DecoderConfig
-from modeling.encoder import Embeddings, check_ids, check_mask, init_weights
+from modeling.embeddings import Embeddings, check_ids, check_mask, init_weights
 from modeling.kv_cache import KVCache
 from modeling.layouts import Layout, layout_for
 from modeling.norms import make_norm
@@ -38,7 +38,7 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.final_norm = make_norm(config) if config.norm_placement == "pre" else None
         self.lm_head = Projection(config.d_model, config.vocab_size, bias=False)
-        for module in self.modules():  # not self.apply: Rope defines its own apply()
+        for module in self.modules():  # parents first: the order a seed's random numbers are drawn in
             init_weights(module)
         if config.tie_embeddings:
             self.lm_head.weight = self.embeddings.tokens.weight  # one matrix, saved once
@@ -69,9 +69,7 @@ class Decoder(nn.Module):
         """Each layer's causal layout for ``n`` tokens (None = dense); remembered per length, since a layout
         depends only on the config and ``n`` and decoding asks for every length in turn."""
         if n not in self._layouts:
-            c = self.config
-            if len(self._layouts) > 4 * c.max_len:
-                self._layouts.clear()
+            c = self.config  # n <= max_len (check_ids): at most max_len lengths are remembered
             self._layouts[n] = [
                 layout_for(c.attention, i, n, c.n_heads, causal=True) for i in range(c.n_layers)
             ]

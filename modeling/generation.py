@@ -25,8 +25,6 @@ from torch import Tensor
 
 from modeling.logprobs import log_probs, token_logprob
 
-FINISH_REASONS = ("length", "eos_token", "stop_sequence")
-
 
 @dataclass(frozen=True)
 class Sampling:

@@ -35,6 +35,8 @@ from huggingface_hub.errors import (
     RevisionResolutionError,
 )
 
+from modeling import SHIPPED
+from modeling.checkpoint import sha256
 from modeling.config import ConfigError, load_config
 
 # The only files a checkpoint repository is read from (and pushed to): data, never code or pickles.
@@ -101,14 +103,6 @@ def parse_reference(reference: str) -> tuple[str, str | None]:
     return match["repo"], revision
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def git_blob_sha1(path: Path) -> str:
     """The id git (and the Hub, for non-LFS files) gives a file: sha1 of ``blob <size>\\0<bytes>``."""
     digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
@@ -156,17 +150,23 @@ def resolve_model(
     offline: bool | None = None,
     endpoint: str | None = None,
 ) -> ResolvedModel:
-    """A local checkpoint directory, or ``ORG/NAME[@REVISION]`` downloaded (or found in the cache) and verified.
+    """The one model-reference resolver: a local checkpoint directory, a shipped name (``checkpoints/NAME`` of
+    this repository or of the working directory), or ``ORG/NAME[@REVISION]`` downloaded (or found in the cache)
+    and verified.
 
     ``offline=None`` follows ``HF_HUB_OFFLINE``. ``endpoint`` defaults to ``HF_ENDPOINT``. A local directory
-    wins over a Hub reference with the same spelling.
+    or shipped name wins over a Hub reference with the same spelling.
     """
     local = Path(reference).expanduser()
-    if local.is_dir():
-        return ResolvedModel(path=local.resolve(), repo_id=None, revision=None, commit=None)
-    if not _REFERENCE.fullmatch(reference.strip()):
+    for candidate in (local, SHIPPED / reference, Path.cwd() / "checkpoints" / reference):
+        if reference.strip() and candidate.is_dir():
+            return ResolvedModel(path=candidate.resolve(), repo_id=None, revision=None, commit=None)
+    if reference.startswith((".", "/", "~")) or not _REFERENCE.fullmatch(reference.strip()):
+        shipped = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
+        names = f" (shipped: {', '.join(shipped)})" if shipped else ""
         raise HubError(
-            f"{reference!r} is neither a checkpoint directory nor a Hub reference ORG/NAME[@REVISION]"
+            f"{reference!r} is neither a checkpoint directory, a shipped name{names} nor a Hub reference "
+            "ORG/NAME[@REVISION]"
         )
     repo_id, revision = parse_reference(reference)
     return pull_model(repo_id, revision, cache_dir=cache_dir, offline=offline, endpoint=endpoint)
@@ -305,7 +305,7 @@ def verify_snapshot(repo_id: str, commit: str, snapshot: Path, cache: Path) -> d
         path = snapshot / name
         if name not in CHECKPOINT_FILES or not path.is_file():
             continue
-        digest = sha256_of(path)
+        digest = sha256(path)
         entry = tree.get(name)
         if entry is not None and entry.lfs is not None:
             expected, actual, kind = entry.lfs.sha256, digest, "sha256"

@@ -56,34 +56,37 @@ def require_transformers() -> Any:
 
 
 # ---- configs -----------------------------------------------------------------------------------------------------
-def _expect(config: ModelConfig, field_name: str, wanted: Any, target: str) -> None:
-    value = config
-    for part in field_name.split("."):
-        value = getattr(value, part)
-    if value != wanted:
-        raise InteropError(field_name, f"{target} needs {wanted!r}, this model has {value!r}")
+# What transformers' class computes, field by field: a config of ours maps only when it matches all of them.
+EXPRESSIBLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "encoder": (
+        "BertForMaskedLM",
+        {"attention.pattern": "dense", "attention.score": "dot", "position": "learned", "norm": "layer",
+         "norm_placement": "post", "feed_forward": "gelu", "bias": True, "embedding_norm": True},
+    ),
+    "decoder": (
+        "LlamaForCausalLM",
+        {"attention.pattern": "dense", "attention.score": "dot", "position": "rope", "norm": "rms",
+         "norm_placement": "pre", "feed_forward": "swiglu"},
+    ),
+}  # fmt: skip
 
 
-def _expect_dense(config: ModelConfig, target: str) -> None:
-    _expect(config, "attention.pattern", "dense", target)
-    _expect(config, "attention.score", "dot", target)
+def check_expressible(config: ModelConfig, kind: str) -> None:
+    """``InteropError`` naming the first field of ``config`` that the ``kind``'s transformers class lacks."""
+    target, wanted = EXPRESSIBLE[kind]
+    if config.kind != kind:
+        raise InteropError("kind", f"{target} needs {kind!r}, this model is {config.kind!r}")
+    for field_name, value in wanted.items():
+        have: Any = config
+        for part in field_name.split("."):
+            have = getattr(have, part)
+        if have != value:
+            raise InteropError(field_name, f"{target} needs {value!r}, this model has {have!r}")
 
 
 def bert_config(config: EncoderConfig) -> Any:
     """Our encoder config as a ``BertConfig``; ``type_vocab_size`` 0 becomes one all-zero type embedding."""
-    target = "BertForMaskedLM"
-    if config.kind != "encoder":
-        raise InteropError("kind", f"{target} needs an encoder, this model is a {config.kind}")
-    _expect_dense(config, target)
-    for name, wanted in (
-        ("position", "learned"),
-        ("norm", "layer"),
-        ("norm_placement", "post"),
-        ("feed_forward", "gelu"),
-        ("bias", True),
-        ("embedding_norm", True),
-    ):
-        _expect(config, name, wanted, target)
+    check_expressible(config, "encoder")
     transformers = require_transformers()
     return transformers.BertConfig(
         vocab_size=config.vocab_size, hidden_size=config.d_model, num_hidden_layers=config.n_layers,
@@ -96,17 +99,7 @@ def bert_config(config: EncoderConfig) -> Any:
 
 def llama_config(config: DecoderConfig) -> Any:
     """Our decoder config as a ``LlamaConfig`` (one key/value head per query head, no grouping)."""
-    target = "LlamaForCausalLM"
-    if config.kind != "decoder":
-        raise InteropError("kind", f"{target} needs a decoder, this model is an {config.kind}")
-    _expect_dense(config, target)
-    for name, wanted in (
-        ("position", "rope"),
-        ("norm", "rms"),
-        ("norm_placement", "pre"),
-        ("feed_forward", "swiglu"),
-    ):
-        _expect(config, name, wanted, target)
+    check_expressible(config, "decoder")
     transformers = require_transformers()
     return transformers.LlamaConfig(
         vocab_size=config.vocab_size, hidden_size=config.d_model, intermediate_size=config.d_ff,

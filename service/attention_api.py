@@ -11,7 +11,7 @@ import litserve as ls
 
 from service.errors import InputError, error_response
 from service.metrics import BATCH_SIZE, INPUT_TOKENS
-from service.models import ServedModel, load_for_worker
+from service.models import ServedModel, load_for_worker, model_name
 from service.schemas import AttentionRequest
 from service.settings import Limits
 
@@ -35,9 +35,10 @@ class AttentionAPI(ls.LitAPI):
         from service.inspection import InspectionError, InspectionTooLarge, analyse
 
         BATCH_SIZE.labels(path=PATH).observe(1)
-        name = request.model or self.served[0].name
-        if name not in self.checkpoints:
-            return InputError(f"model: unknown model {name!r}; served: {', '.join(self.checkpoints)}", 404)
+        try:
+            name = model_name(self.checkpoints, request.model, None)
+        except InputError as error:
+            return error
         checkpoint = self.checkpoints[name]
         p = request.parameters
         try:

@@ -3,8 +3,8 @@
 Each row (the last dimension: one query's weights over the keys) is scaled by its own maximum, sent as a
 float32, and each weight becomes ``round(v / row_max * 255)``: the error is at most ``row_max / 510`` ≤ 0.002
 for probabilities, and a long input's near-uniform rows (weights ≈ 1/n, below one step of a global 0–1 scale)
-keep 8 bits of precision. Measured payload sizes in ``shared/notes/inspection.md``: uint8 is 4.2 MB where JSON
-floats are 72 MB (6 layers × 8 heads × 256 tokens). A sparse layer sends only the entries its layout allows:
+keep 8 bits of precision. Measured payload sizes: uint8 is 4.2 MB where JSON floats are 72 MB (6 layers × 8 heads
+× 256 tokens). A sparse layer sends only the entries its layout allows:
 the layout's token mask, packed one bit per cell, is the index, so no coordinates travel.
 
 Formats (every encoded block names its ``encoding`` so a client can decode it):

@@ -23,7 +23,7 @@ from litserve.utils import LitAPIStatus, LoopResponseType
 from modeling.fill_mask import FillMaskError, MaskedText, candidates, encode, mask_probabilities, target_ids
 from service.errors import InputError, error_response
 from service.metrics import BATCH_SIZE, INPUT_TOKENS
-from service.models import ServedModel, load_for_worker
+from service.models import ServedModel, load_for_worker, model_name
 from service.schemas import FillMaskRequest, FillMaskResponse
 from service.settings import Limits
 
@@ -101,10 +101,7 @@ class FillMaskAPI(ls.LitAPI):
             return InputError(f"inputs: cannot be tokenized ({error})")
 
     def prepare(self, request: FillMaskRequest) -> Prepared:
-        name = request.model or self.served[0].name
-        if name not in self.checkpoints:
-            known = ", ".join(self.checkpoints)
-            raise InputError(f"model: unknown encoder {name!r}; served: {known}", 404, "unknown_model")
+        name = model_name(self.checkpoints, request.model, "encoder")
         checkpoint = self.checkpoints[name]
         texts = [request.inputs] if isinstance(request.inputs, str) else list(request.inputs)
         try:

@@ -23,7 +23,7 @@ import litserve as ls
 from modeling.generation import GeneratedToken, Sampling, special_ids, stream_tokens
 from service.errors import InputError, error_response
 from service.metrics import BATCH_SIZE, FINISH_REASON, FIRST_TOKEN, GENERATED_TOKENS, INPUT_TOKENS
-from service.models import ServedModel, load_for_worker
+from service.models import ServedModel, load_for_worker, model_name
 from service.schemas import GenerateRequest, GenerateResponse
 from service.settings import Limits
 
@@ -92,9 +92,7 @@ class _Decoding(ls.LitAPI):
         self.checkpoints = load_for_worker(self.served, "decoder", device, self.threads)
 
     def job(self, request: GenerateRequest) -> Job:
-        name = request.model or self.served[0].name
-        if name not in self.checkpoints:
-            raise InputError(f"model: unknown decoder {name!r}; served: {', '.join(self.checkpoints)}", 404)
+        name = model_name(self.checkpoints, request.model, "decoder")
         checkpoint = self.checkpoints[name]
         ids = checkpoint.tokenizer.encode(request.inputs).ids
         cap = min(self.limits.max_input_tokens, checkpoint.config.max_len - 1)

@@ -12,6 +12,7 @@ view: names, tokenizers and limits for validating requests before they reach a w
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,24 +71,23 @@ def _read_config(path: Path, reference: str) -> dict[str, Any]:
 
 
 def resolve(reference: str, kind: str) -> ServedModel:
-    """A local directory, or ``ORG/NAME@REVISION`` pulled with modeling.hub (then served from the cache)."""
-    local = Path(reference).expanduser()
-    if local.is_dir():
-        path, repo_id, revision, commit, name = local.resolve(), None, None, None, local.resolve().name
-    elif reference.startswith((".", "/", "~")) or reference.count("/") != 1:
-        raise ServeError(
-            f"--{kind} {reference}: no such checkpoint directory, and not a Hub reference ORG/NAME[@REVISION]"
-        )
-    else:
-        from modeling.hub import resolve_model
+    """A local directory, a shipped name or ``ORG/NAME@REVISION`` (``modeling.hub.resolve_model``; a Hub model
+    is then served from the cache)."""
+    from modeling.hub import HubError, resolve_model
 
-        try:
-            resolved = resolve_model(reference)
-        except Exception as error:  # the Hub client's many error types: report them, don't crash
-            raise ServeError(f"--{kind} {reference}: cannot resolve it ({error})") from None
-        path, repo_id = Path(resolved.path), resolved.repo_id
-        revision, commit = resolved.revision, resolved.commit
-        name = repo_id
+    try:
+        resolved = resolve_model(reference)
+    except HubError as error:
+        raise ServeError(f"--{kind} {reference}: {error}") from None
+    except Exception as error:  # the Hub client's many error types: report them, don't crash
+        raise ServeError(f"--{kind} {reference}: cannot resolve it ({error})") from None
+    path, repo_id, revision, commit = (
+        Path(resolved.path),
+        resolved.repo_id,
+        resolved.revision,
+        resolved.commit,
+    )
+    name = repo_id or path.name
     config = _read_config(path, reference)
     if config.get("kind") != kind:
         raise ServeError(
@@ -157,20 +157,23 @@ class Catalog:
 
     def find(self, name: str | None, kind: str | None) -> ServedModel:
         """The model called ``name`` (default: the first of ``kind``); InputError naming the known ones."""
-        candidates = [m for m in self.models if kind is None or m.kind == kind]
-        if not candidates:
-            raise InputError(
-                f"this server serves no {kind} model (start it with --{kind})", 404, "unknown_model"
-            )
-        if name is None:
-            return candidates[0]
-        for model in candidates:
-            if model.name == name:
-                return model
-        known = ", ".join(m.name for m in candidates)
+        served = {m.name: m for m in self.models if kind is None or m.kind == kind}
+        return served[model_name(served, name, kind)]
+
+
+def model_name(served: Mapping[str, Any], name: str | None, kind: str | None) -> str:
+    """The served model a request names (None: the first of ``served``), checked in the API process and again
+    in the worker; a 404 ``unknown_model`` naming the served ones."""
+    if not served:
+        raise InputError(f"this server serves no {kind} model (start it with --{kind})", 404, "unknown_model")
+    if name is None:
+        return next(iter(served))
+    if name not in served:
+        known = ", ".join(served)
         raise InputError(
             f"model: unknown model {name!r}; this endpoint serves: {known}", 404, "unknown_model"
         )
+    return name
 
 
 _CATALOG: Catalog | None = None

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modeling import SHIPPED
+
 ACCELERATORS = ("auto", "cpu", "cuda")
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe accepts
-SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
 SHIPPED_NAMES = ("encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse", "taller")
 
 

@@ -7,6 +7,8 @@ Stable names (other test directories rely on them):
   window), each a directory with ``config.json``, ``model.safetensors`` and ``tokenizer.json``. The encoders
   use a WordPiece tokenizer (``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``, ``[CLS] $A [SEP]``), the decoders a
   byte-level BPE (``<pad>=0 <s>=1 </s>=2``, ``<s> $A``), both trained here on ``SENTENCES``.
+- ``bert_shaped_config`` (session): an ``EncoderConfig`` in BERT's form (post-norm, learned positions, GELU,
+  biases, embedding norm) over the tiny encoders' tokenizer, the one shape ``BertForMaskedLM`` computes.
 - ``start_server`` (function): a factory ``start_server(*args, env=None) -> Server``; it runs
   ``python -m atencion serve *args`` on a free 127.0.0.1 port in its own process group, waits for
   ``/health`` to answer 200, and at teardown sends SIGTERM, kills the group if needed and asserts that no
@@ -134,6 +136,20 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
             model.embeddings.tokens.weight.mul_(10.0)
         save_checkpoint(model, tokenizer, root / name)
     return root
+
+
+@pytest.fixture(scope="session")
+def bert_shaped_config(tiny_checkpoints: Path):
+    """A tiny encoder config that transformers' BertForMaskedLM computes exactly (see the module docstring)."""
+    from modeling.checkpoint import load_checkpoint
+    from modeling.config import EncoderConfig
+
+    vocab_size = load_checkpoint(tiny_checkpoints / "encoder-dense").config.vocab_size
+    return EncoderConfig(
+        vocab_size=vocab_size, d_model=32, n_layers=2, n_heads=4, d_ff=64, max_len=40, dropout=0.0,
+        position="learned", norm="layer", norm_eps=1e-12, norm_placement="post", feed_forward="gelu",
+        embedding_norm=True, mask_token_id=4,
+    )  # fmt: skip
 
 
 # ---- the real server as a subprocess ------------------------------------------------------------------------

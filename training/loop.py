@@ -14,10 +14,8 @@ tokens' vectors to zero for no regularisation benefit. Exact resume: the data or
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from training import ddp
 from training.data import epoch_order, mask_tokens, pack_decoder, pack_encoder, prepare_corpus, shard, shift
 from training.evaluate import decoder_metrics, encoder_metrics
 from training.objectives import CausalLM, MaskedLM
-from training.precision import autocast_for
+from training.precision import autocast_for, cpu_info
 from training.recipe import Recipe
 from training.resume import load_state, prune_states, restore_optimizer, save_state
 from training.schedule import noam_scheduler
@@ -57,16 +55,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def hardware(device: torch.device, world: int) -> str:
-    cpu = platform.machine()
-    with contextlib.suppress(OSError):
-        cpu = next(
-            (
-                l.split(":", 1)[1].strip()
-                for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")
-            ),
-            cpu,
-        )
+    cpu = cpu_info()[0]
     where = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"

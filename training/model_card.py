@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from modeling.checkpoint import CheckpointError, read_safetensors_header
 from modeling.config import ModelConfig, load_config
 
 DEFAULT_LICENSE = "apache-2.0"
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # a safetensors header larger than this is not a checkpoint of ours
 # evaluation names → (model-index metric type, readable name); counts such as "tokens" are not metrics.
 METRICS = {
     "loss": ("loss", "cross-entropy loss (nats/token)"),
@@ -52,22 +51,15 @@ def read_json(path: Path) -> Any | None:
 
 
 def count_parameters(weights: Path) -> int | None:
-    """Number of stored parameters, from the safetensors header alone (no tensor is read)."""
+    """Number of stored parameters, from the safetensors header alone (no tensor is read); None when the file
+    is absent or not a valid safetensors file."""
     if not weights.is_file():
         return None
-    with open(weights, "rb") as file:
-        (length,) = struct.unpack("<Q", file.read(8) or b"\0" * 8)
-        if not 0 < length <= MAX_HEADER_BYTES:
-            return None
-        header = json.loads(file.read(length))
-    total = 0
-    for name, info in header.items():
-        if name != "__metadata__":
-            count = 1
-            for size in info["shape"]:
-                count *= size
-            total += count
-    return total
+    try:
+        header = read_safetensors_header(weights)
+    except CheckpointError:
+        return None
+    return sum(math.prod(info["shape"]) for info in header.values())
 
 
 def describe_tokenizer(path: Path) -> str:

@@ -13,8 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from atencion.commands.generate import open_checkpoint, run_guarded
-from atencion.references import UsageError
+from atencion.references import UsageError, open_checkpoint, run_guarded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from atencion.commands.generate import UsageError, open_checkpoint, run_guarded
+from atencion.references import UsageError, open_checkpoint, run_guarded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

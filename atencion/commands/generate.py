@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from atencion.references import UsageError, checkpoint_directory
+from atencion.references import open_checkpoint, run_guarded
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,38 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the sampler, for reproducible samples")
     parser.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per token instead of text")
-
-
-def open_checkpoint(reference: str, kind: str | None):
-    """Load a checkpoint and check that it holds the kind of model the command needs (None: any)."""
-    from modeling.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(checkpoint_directory(reference))
-    if kind is not None and checkpoint.config.kind != kind:
-        found = checkpoint.config.kind
-        raise UsageError(
-            f"checkpoint: {reference!r} is {_a(found)} {found} model, this command needs {_a(kind)} {kind}"
-        )
-    return checkpoint
-
-
-def _a(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def run_guarded(body, args: argparse.Namespace) -> int:
-    """Run ``body(args)``; turn every expected failure into one ``error:`` line and exit code 1 or 2."""
-    from modeling.checkpoint import CheckpointError
-    from modeling.hub import HubError
-
-    try:
-        return body(args)
-    except (CheckpointError, HubError, OSError) as error:  # before ValueError: CheckpointError is one
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except ValueError as error:  # UsageError, Sampling's checks, bad input
-        print(f"error: {error}", file=sys.stderr)
-        return 2
 
 
 def _generate(args: argparse.Namespace) -> int:

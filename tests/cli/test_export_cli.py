@@ -15,7 +15,7 @@ import torch
 
 from atencion.cli import main
 from modeling.checkpoint import build_model, load_checkpoint, save_checkpoint
-from modeling.config import DecoderConfig, EncoderConfig
+from modeling.config import DecoderConfig
 
 transformers = pytest.importorskip("transformers")
 
@@ -32,16 +32,11 @@ def export(capsys, *argv: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def bert_checkpoint(tiny_checkpoints, tmp_path_factory) -> Path:
+def bert_checkpoint(tiny_checkpoints, bert_shaped_config, tmp_path_factory) -> Path:
     """A tiny encoder in BERT's form (post-norm, learned positions, embedding norm), random weights."""
     tokenizer = load_checkpoint(tiny_checkpoints / "encoder-dense").tokenizer
-    config = EncoderConfig(
-        vocab_size=tokenizer.get_vocab_size(), d_model=32, n_layers=2, n_heads=4, d_ff=64, max_len=40, dropout=0.0,
-        position="learned", norm="layer", norm_eps=1e-12, norm_placement="post", feed_forward="gelu",
-        embedding_norm=True, mask_token_id=4,
-    )  # fmt: skip
     torch.manual_seed(3)
-    model = build_model(config)
+    model = build_model(bert_shaped_config)
     with torch.no_grad():  # non-trivial norms and biases, so that a wrong mapping cannot pass
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):

@@ -71,12 +71,12 @@ def test_inspect_bad_arguments_name_the_problem(tiny_checkpoints, tmp_path, caps
 def test_inspect_finds_a_shipped_name_and_reports_an_unknown_hub_reference(
     tiny_checkpoints, tmp_path, capsys, monkeypatch
 ):
-    import atencion.references as references
+    import modeling.hub
 
     shipped = tmp_path / "checkpoints"
     shipped.mkdir()
     (shipped / "decoder-dense").symlink_to(tiny_checkpoints / "decoder-dense")
-    monkeypatch.setattr(references, "SHIPPED", shipped)
+    monkeypatch.setattr(modeling.hub, "SHIPPED", shipped)
     out = tmp_path / "shipped.png"
     code, captured = _run_in_process(
         capsys, "inspect", "Hola.", "--model", "decoder-dense", "--out", str(out)

@@ -4,8 +4,8 @@ It answers the subset of the Hub's HTTP API that the unmodified huggingface_hub 
 ``create_repo``, ``create_branch``, ``create_tag``, ``upload_folder`` (preupload, LFS batch / PUT / verify,
 commit),
 ``repo_info``, ``list_repo_tree``, ``list_repo_refs`` and ``hf_hub_download`` (resolve HEAD / GET), with the
-headers the client relies on (``X-Repo-Commit``, ``ETag``, ``X-Error-Code``). Protocol facts:
-``shared/notes/hub-protocol.md``. Standard library only; not a production server.
+headers the client relies on (``X-Repo-Commit``, ``ETag``, ``X-Error-Code``). Standard library only; not a
+production server.
 
 The state (files, commits, branches, tags) lives on disk in ``hub_store.HubStore``; this file is the HTTP side.
 """

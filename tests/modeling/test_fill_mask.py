@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from modeling.checkpoint import build_model, load_checkpoint, save_checkpoint
-from modeling.config import EncoderConfig
 from modeling.fill_mask import FillMaskError, encode, fill_mask, mask_probabilities, target_ids
 from modeling.interop import export_transformers
 
@@ -19,16 +18,11 @@ transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
-def bert(tiny_checkpoints, tmp_path_factory):
+def bert(tiny_checkpoints, bert_shaped_config, tmp_path_factory):
     """Our checkpoint of a BERT-shaped encoder and transformers' pipeline over its export."""
     tokenizer = load_checkpoint(tiny_checkpoints / "encoder-dense").tokenizer
-    config = EncoderConfig(
-        vocab_size=tokenizer.get_vocab_size(), d_model=32, n_layers=2, n_heads=4, d_ff=64, max_len=40, dropout=0.0,
-        position="learned", norm="layer", norm_eps=1e-12, norm_placement="post", feed_forward="gelu",
-        embedding_norm=True, mask_token_id=4,
-    )  # fmt: skip
     torch.manual_seed(5)
-    model = build_model(config)
+    model = build_model(bert_shaped_config)
     with torch.no_grad():  # peaked predictions, so that the top candidates are well apart
         model.embeddings.tokens.weight.mul_(10.0)
     root = tmp_path_factory.mktemp("fill")

@@ -89,7 +89,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     ("args", "env", "words"),
     [
         (["--port", "80"], {}, ["--port", "1024"]),
-        (["--encoder", "/no/such/dir"], {}, ["no such checkpoint directory"]),
+        (["--encoder", "/no/such/dir"], {}, ["neither a checkpoint directory"]),
         ([], {"ATENCION_MAX_BATCH_SIZE": "muchos"}, ["ATENCION_MAX_BATCH_SIZE", "int"]),
         ([], {"ATENCION_HOST": "8.8.8.8"}, ["--host", "127.0.0.1"]),
     ],
