@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from modeling.checkpoint import build_model, load_checkpoint, save_checkpoint
+from modeling.config import ModelConfig
 from training import ddp
 from training.data import epoch_order, mask_tokens, pack_decoder, pack_encoder, prepare_corpus, shard, shift
 from training.evaluate import decoder_metrics, encoder_metrics
@@ -81,13 +84,130 @@ def train(
         ddp.shutdown(d)
 
 
+@dataclass
+class Run:
+    """What a run holds fixed from start to end: its inputs, its data, its model and optimizer."""
+
+    recipe: Recipe
+    corpus: Path
+    out: Path
+    overrides: list[str]
+    command: str
+    d: Any  # training.ddp's process description: rank, world, device, main
+    data: Any  # training.data's prepared corpus
+    config: ModelConfig
+    specials: list[int]
+    train_rows: torch.Tensor  # (R, L) encoder, (R, L + 1) decoder
+    val_rows: torch.Tensor
+    per_rank: int  # rows per step on this process
+    model: nn.Module
+    wrapped: nn.Module  # the objective, in DistributedDataParallel when there are several processes
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    autocast: Any
+    precision: str
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / "checkpoint"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def log(self, record: dict) -> None:
+        if self.d.main:
+            with self.metrics_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class RunState:
+    """What changes step by step; all of it is saved with a checkpoint, so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    offset: int = 0  # rows of this epoch's order already used
+    tokens_seen: int = 0
+    wall: float = 0.0  # training seconds (evaluation and checkpointing excluded)
+    last_eval: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # averaged over the processes
+    lr: float  # the learning rate the step used
+    grad_norm: float  # before clipping
+    seconds: float
+
+
 def _train(
     recipe: Recipe, corpus: Path, out: Path, overrides: list[str], resume: bool, command: str, d
 ) -> Path:
+    run, state = setup(recipe, corpus, out, overrides, resume, command, d)
+    t, total = recipe.training, recipe.total_steps
+    order = shard(epoch_order(run.train_rows.shape[0], t.seed, state.epoch), d.rank, d.world)
+    if order.numel() < run.per_rank:
+        raise TrainingError(
+            f"{run.train_rows.shape[0]} training sequences are too few for a batch of {t.batch_size}"
+        )
+    run.model.train()
+    bar = tqdm(total=total, initial=state.step, disable=not d.main, mininterval=1.0, dynamic_ncols=True)
+    window = [0, 0.0]  # tokens and training seconds since the last metrics line: tokens/s over the window
+    while state.step < total:
+        if state.offset + run.per_rank > order.numel():
+            state.epoch, state.offset = state.epoch + 1, 0
+            order = shard(epoch_order(run.train_rows.shape[0], t.seed, state.epoch), d.rank, d.world)
+        result = train_step(run, state, order)
+        window[0] += t.batch_size * recipe.data.seq_len
+        window[1] += result.seconds
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{result.loss:.3f}",
+            lr=f"{result.lr:.2e}",
+            tok_s=f"{window[0] / window[1]:,.0f}",
+            refresh=False,
+        )
+        if state.step % t.log_every == 0 or state.step == total:
+            run.log(
+                {
+                    "step": state.step,
+                    "loss": result.loss,
+                    "lr": result.lr,
+                    "grad_norm": result.grad_norm,
+                    "tokens": state.tokens_seen,
+                    "tokens_per_s": window[0] / window[1],
+                    "wall_time_s": round(state.wall, 3),
+                }
+            )
+            window[:] = [0, 0.0]
+        if (t.eval_every and state.step % t.eval_every == 0) or state.step == total:
+            if d.main:
+                state.last_eval = evaluate(run)
+                run.log({"step": state.step, "split": "validation", **state.last_eval})
+                bar.write(
+                    f"step {state.step}: validation "
+                    + ", ".join(f"{k} {v:.4g}" for k, v in state.last_eval.items())
+                )
+            ddp.barrier(d)
+        if (t.checkpoint_every and state.step % t.checkpoint_every == 0) or state.step == total:
+            save_run(run, state)
+    bar.close()
+    if d.main:
+        plot_losses(run.metrics_path, out / "loss.png")
+    return run.checkpoint_dir
+
+
+# ---- setup ----------------------------------------------------------------------------------------------------
+def setup(
+    recipe: Recipe, corpus: Path, out: Path, overrides: list[str], resume: bool, command: str, d
+) -> tuple[Run, RunState]:
+    """Check the arguments, tokenize and pack the corpus, build the model and optimizer; with ``resume``,
+    restore them and the state from the last checkpoint."""
     t, kind = recipe.training, recipe.model.kind
     if t.threads:
         torch.set_num_threads(t.threads)
-    ckpt_dir, metrics_path = out / "checkpoint", out / "metrics.jsonl"
+    ckpt_dir = out / "checkpoint"
     if resume and not (ckpt_dir / "training.json").is_file():
         raise TrainingError(f"--resume: {ckpt_dir} holds no checkpoint to resume from")
     if not resume and ckpt_dir.exists():
@@ -98,23 +218,9 @@ def _train(
         raise TrainingError(
             f"training.batch_size={t.batch_size} must be divisible by the {d.world} processes"
         )
-    cache = dict(kind=recipe.tokenizer.kind, vocab_size=recipe.tokenizer.vocab_size)
-    cache |= dict(fraction=recipe.data.validation_fraction, seed=recipe.data.seed)
-    failure: Exception | None = None
-    if d.main:  # rank 0 tokenizes; the others wait, then read its cache (or stop with it on an error)
-        try:
-            data = prepare_corpus(corpus, out / "data", build=True, **cache)
-        except Exception as error:  # noqa: BLE001 - re-raised below, after telling the other ranks
-            failure = error
-    if float(ddp.mean(torch.tensor(float(failure is not None)), d)) > 0:
-        if failure is not None:
-            raise failure
-        raise TrainingError("rank 0 could not prepare the corpus (see its error)")
-    if not d.main:
-        data = prepare_corpus(corpus, out / "data", build=False, **cache)
+    data = _prepare_corpus(recipe, corpus, out, d)
     tokenizer, L = data.tokenizer, recipe.data.seq_len
     config = dataclasses.replace(recipe.model, **special_ids(tokenizer))
-    specials = all_special_ids(tokenizer)
     if kind == "encoder":
         vocab = tokenizer.get_vocab()
         train_rows = pack_encoder(data.train_stream, L, vocab["[CLS]"], vocab["[SEP]"])  # (R, L)
@@ -141,173 +247,165 @@ def _train(
         total=recipe.total_steps,
         cooldown_steps=t.cooldown,
     )
-    step = epoch = offset = tokens_seen = 0
-    wall = 0.0
+    run = Run(
+        recipe, corpus, out, overrides, command, d, data, config, all_special_ids(tokenizer), train_rows,
+        val_rows, per_rank, model, objective, optimizer, scheduler, *autocast_for(t.precision, d.device),
+    )  # fmt: skip
+    state = RunState()
     if resume:
-        info = json.loads((ckpt_dir / "training.json").read_text(encoding="utf-8"))
-        loaded = load_checkpoint(ckpt_dir)
-        if loaded.config != config:
-            raise TrainingError(
-                f"--resume: {ckpt_dir}'s model config differs from this recipe's; resume with the same model"
-            )
-        model.load_state_dict(loaded.model.state_dict())
-        step = info["step"]
-        scalars, tensors, rng = load_state(out, step)
-        restore_optimizer(optimizer, tensors, scalars["param_groups"])
-        scheduler.load_state_dict(scalars["scheduler"])
-        epoch, offset, tokens_seen, wall = (
-            scalars["epoch"],
-            scalars["offset"],
-            scalars["tokens_seen"],
-            scalars["wall_time_s"],
-        )
-        if scalars["world"] != d.world:
-            raise TrainingError(
-                f"--resume: the run used {scalars['world']} processes, not {d.world}; the data order would differ"
-            )
-        torch.set_rng_state(rng[f"cpu.{d.rank}"])
-        if d.device.type == "cuda" and f"cuda.{d.rank}" in rng:
-            torch.cuda.set_rng_state(rng[f"cuda.{d.rank}"])
-        if d.main and metrics_path.exists():  # drop what was logged after the checkpoint
-            lines = metrics_path.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if json.loads(line)["step"] <= step]
-            metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    elif d.main and metrics_path.exists():
-        metrics_path.unlink()
-    wrapped = DistributedDataParallel(objective) if d.active else objective
-    autocast, precision = autocast_for(t.precision, d.device)
-    total = recipe.total_steps
-    order = shard(epoch_order(train_rows.shape[0], t.seed, epoch), d.rank, d.world)
-    if order.numel() < per_rank:
-        raise TrainingError(
-            f"{train_rows.shape[0]} training sequences are too few for a batch of {t.batch_size}"
-        )
+        state = _restore(run)
+    elif d.main and run.metrics_path.exists():
+        run.metrics_path.unlink()
+    if d.active:
+        run.wrapped = DistributedDataParallel(objective)
+    return run, state
 
-    def log(record: dict) -> None:
-        if d.main:
-            with metrics_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
 
-    def evaluate() -> dict:
-        if kind == "encoder":
-            metrics = encoder_metrics(
-                model, val_rows, batch_size=per_rank, specials=specials, seed=t.seed, autocast=autocast
-            )
-        else:
-            metrics = decoder_metrics(model, val_rows, batch_size=per_rank, autocast=autocast)
-        model.train()
-        return metrics
-
-    last_eval: dict = {}
-
-    def checkpoint() -> None:
-        rng = {f"cpu.{r}": s for r, s in enumerate(ddp.gather(torch.get_rng_state(), d))}
-        if d.device.type == "cuda":
-            rng |= {f"cuda.{r}": s for r, s in enumerate(ddp.gather(torch.cuda.get_rng_state(), d))}
-        if d.main:
-            scalars = dict(
-                epoch=epoch, offset=offset, tokens_seen=tokens_seen, wall_time_s=wall, world=d.world
-            )
-            save_state(out, step, optimizer, scalars | {"scheduler": scheduler.state_dict()}, rng)
-            info = {
-                "recipe": recipe.to_dict(),
-                "overrides": overrides,
-                "command": command,
-                "corpus": str(corpus.resolve()),
-                "run_dir": str(out.resolve()),
-                "split": {
-                    "seed": recipe.data.seed,
-                    "validation_fraction": recipe.data.validation_fraction,
-                    "train": data.train,
-                    "validation": data.validation,
-                },
-                "data": {
-                    "train_tokens": int(data.train_stream.numel()),
-                    "validation_tokens": int(data.validation_stream.numel()),
-                },
-                "step": step,
-                "total_steps": total,
-                "complete": step >= total,
-                "tokens_seen": tokens_seen,
-                "wall_time_s": round(wall, 1),
-                "hardware": hardware(d.device, d.world),
-                "precision": precision,
-                "validation": last_eval,
-            }
-            save_checkpoint(model, tokenizer, ckpt_dir, extra={"training.json": info})
-            prune_states(out, step)
-        ddp.barrier(d)
-
-    model.train()
-    bar = tqdm(total=total, initial=step, disable=not d.main, mininterval=1.0, dynamic_ncols=True)
-    tokens_per_step = t.batch_size * L
-    window = [0, 0.0]  # tokens and training seconds since the last metrics line: tokens/s over the window
-    while step < total:
-        if offset + per_rank > order.numel():
-            epoch, offset = epoch + 1, 0
-            order = shard(epoch_order(train_rows.shape[0], t.seed, epoch), d.rank, d.world)
-        rows = train_rows[order[offset : offset + per_rank]].to(d.device)  # (b, L) or (b, L + 1)
-        offset += per_rank
-        started = time.perf_counter()
-        with autocast():
-            if kind == "encoder":
-                generator = torch.Generator().manual_seed((t.seed * 1_000_003 + step) * 1024 + d.rank)
-                m = mask_tokens(
-                    rows.cpu(),
-                    mask_id=config.mask_token_id,
-                    vocab_size=config.vocab_size,
-                    special_ids=specials,
-                    generator=generator,
-                    probability=t.mask_probability,
-                    replace=(t.mask_token_share, t.random_token_share),
-                )
-                loss = wrapped(m.inputs.to(d.device), m.positions.to(d.device), m.labels.to(d.device))
-            else:
-                loss = wrapped(*shift(rows))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip if t.clip > 0 else float("inf"))
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        tokens_seen += tokens_per_step
-        loss_value = float(ddp.mean(loss, d))
-        seconds = time.perf_counter() - started
-        wall += seconds
-        window[0] += tokens_per_step
-        window[1] += seconds
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{window[0] / window[1]:,.0f}", refresh=False
-        )
-        if step % t.log_every == 0 or step == total:
-            log(
-                {
-                    "step": step,
-                    "loss": loss_value,
-                    "lr": lr,
-                    "grad_norm": float(grad_norm),
-                    "tokens": tokens_seen,
-                    "tokens_per_s": window[0] / window[1],
-                    "wall_time_s": round(wall, 3),
-                }
-            )
-            window[:] = [0, 0.0]
-        if (t.eval_every and step % t.eval_every == 0) or step == total:
-            if d.main:
-                last_eval = evaluate()
-                log({"step": step, "split": "validation", **last_eval})
-                bar.write(
-                    f"step {step}: validation " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items())
-                )
-            ddp.barrier(d)
-        if (t.checkpoint_every and step % t.checkpoint_every == 0) or step == total:
-            checkpoint()
-    bar.close()
+def _prepare_corpus(recipe: Recipe, corpus: Path, out: Path, d) -> Any:
+    """Rank 0 tokenizes; the others wait, then read its cache (or stop with it on an error)."""
+    cache = dict(kind=recipe.tokenizer.kind, vocab_size=recipe.tokenizer.vocab_size)
+    cache |= dict(fraction=recipe.data.validation_fraction, seed=recipe.data.seed)
+    failure: Exception | None = None
     if d.main:
-        plot_losses(metrics_path, out / "loss.png")
-    return ckpt_dir
+        try:
+            data = prepare_corpus(corpus, out / "data", build=True, **cache)
+        except Exception as error:  # noqa: BLE001 - re-raised below, after telling the other ranks
+            failure = error
+    if float(ddp.mean(torch.tensor(float(failure is not None)), d)) > 0:
+        if failure is not None:
+            raise failure
+        raise TrainingError("rank 0 could not prepare the corpus (see its error)")
+    if not d.main:
+        data = prepare_corpus(corpus, out / "data", build=False, **cache)
+    return data
+
+
+def _restore(run: Run) -> RunState:
+    """The model, optimizer, scheduler, data position and RNG of the last checkpoint; metrics logged after it
+    are dropped."""
+    d, ckpt_dir = run.d, run.checkpoint_dir
+    info = json.loads((ckpt_dir / "training.json").read_text(encoding="utf-8"))
+    loaded = load_checkpoint(ckpt_dir)
+    if loaded.config != run.config:
+        raise TrainingError(
+            f"--resume: {ckpt_dir}'s model config differs from this recipe's; resume with the same model"
+        )
+    run.model.load_state_dict(loaded.model.state_dict())
+    step = info["step"]
+    scalars, tensors, rng = load_state(run.out, step)
+    restore_optimizer(run.optimizer, tensors, scalars["param_groups"])
+    run.scheduler.load_state_dict(scalars["scheduler"])
+    state = RunState(
+        step, scalars["epoch"], scalars["offset"], scalars["tokens_seen"], scalars["wall_time_s"]
+    )
+    if scalars["world"] != d.world:
+        raise TrainingError(
+            f"--resume: the run used {scalars['world']} processes, not {d.world}; the data order would differ"
+        )
+    torch.set_rng_state(rng[f"cpu.{d.rank}"])
+    if d.device.type == "cuda" and f"cuda.{d.rank}" in rng:
+        torch.cuda.set_rng_state(rng[f"cuda.{d.rank}"])
+    if d.main and run.metrics_path.exists():  # drop what was logged after the checkpoint
+        lines = run.metrics_path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        run.metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return state
+
+
+# ---- one step, evaluation, checkpoint ---------------------------------------------------------------------------
+def train_step(run: Run, state: RunState, order: torch.Tensor) -> StepResult:
+    """One optimizer step on this process's next ``per_rank`` rows of ``order``; advances ``state``."""
+    t, d, config = run.recipe.training, run.d, run.config
+    rows = run.train_rows[order[state.offset : state.offset + run.per_rank]].to(
+        d.device
+    )  # (b, L) or (b, L + 1)
+    state.offset += run.per_rank
+    started = time.perf_counter()
+    with run.autocast():
+        if config.kind == "encoder":
+            generator = torch.Generator().manual_seed((t.seed * 1_000_003 + state.step) * 1024 + d.rank)
+            m = mask_tokens(
+                rows.cpu(),
+                mask_id=config.mask_token_id,
+                vocab_size=config.vocab_size,
+                special_ids=run.specials,
+                generator=generator,
+                probability=t.mask_probability,
+                replace=(t.mask_token_share, t.random_token_share),
+            )
+            loss = run.wrapped(m.inputs.to(d.device), m.positions.to(d.device), m.labels.to(d.device))
+        else:
+            loss = run.wrapped(*shift(rows))
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.clip if t.clip > 0 else float("inf"))
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.optimizer.step()
+    run.scheduler.step()
+    state.step += 1
+    state.tokens_seen += t.batch_size * run.recipe.data.seq_len
+    loss_value = float(ddp.mean(loss, d))
+    seconds = time.perf_counter() - started
+    state.wall += seconds
+    return StepResult(loss_value, lr, float(grad_norm), seconds)
+
+
+def evaluate(run: Run) -> dict:
+    """Held-out metrics of the model as it is now (then back in training mode)."""
+    t = run.recipe.training
+    if run.config.kind == "encoder":
+        metrics = encoder_metrics(
+            run.model, run.val_rows, batch_size=run.per_rank, specials=run.specials, seed=t.seed,
+            autocast=run.autocast,
+        )  # fmt: skip
+    else:
+        metrics = decoder_metrics(run.model, run.val_rows, batch_size=run.per_rank, autocast=run.autocast)
+    run.model.train()
+    return metrics
+
+
+def save_run(run: Run, state: RunState) -> None:
+    """The checkpoint (with ``training.json``) and the resume state of ``state.step``; every rank's RNG."""
+    d, recipe, data = run.d, run.recipe, run.data
+    rng = {f"cpu.{r}": s for r, s in enumerate(ddp.gather(torch.get_rng_state(), d))}
+    if d.device.type == "cuda":
+        rng |= {f"cuda.{r}": s for r, s in enumerate(ddp.gather(torch.cuda.get_rng_state(), d))}
+    if d.main:
+        scalars = dict(
+            epoch=state.epoch, offset=state.offset, tokens_seen=state.tokens_seen, wall_time_s=state.wall,
+            world=d.world,
+        )  # fmt: skip
+        save_state(
+            run.out, state.step, run.optimizer, scalars | {"scheduler": run.scheduler.state_dict()}, rng
+        )
+        info = {
+            "recipe": recipe.to_dict(),
+            "overrides": run.overrides,
+            "command": run.command,
+            "corpus": str(run.corpus.resolve()),
+            "run_dir": str(run.out.resolve()),
+            "split": {
+                "seed": recipe.data.seed,
+                "validation_fraction": recipe.data.validation_fraction,
+                "train": data.train,
+                "validation": data.validation,
+            },
+            "data": {
+                "train_tokens": int(data.train_stream.numel()),
+                "validation_tokens": int(data.validation_stream.numel()),
+            },
+            "step": state.step,
+            "total_steps": recipe.total_steps,
+            "complete": state.step >= recipe.total_steps,
+            "tokens_seen": state.tokens_seen,
+            "wall_time_s": round(state.wall, 1),
+            "hardware": hardware(d.device, d.world),
+            "precision": run.precision,
+            "validation": state.last_eval,
+        }
+        save_checkpoint(run.model, data.tokenizer, run.checkpoint_dir, extra={"training.json": info})
+        prune_states(run.out, state.step)
+    ddp.barrier(d)
 
 
 def plot_losses(metrics_path: Path, png: Path) -> None:
