@@ -16,6 +16,10 @@ from atencion import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("atencion.commands.train", "train a model from a recipe on a folder of text"),
     "evaluate": ("atencion.commands.evaluate", "perplexity / masked-LM accuracy next to an n-gram baseline"),
+    "release": (
+        "atencion.commands.release",
+        "make a training run into a folder to ship (card, examples, sums)",
+    ),
     "push": ("atencion.commands.push", "upload a checkpoint to the Hugging Face Hub"),
     "pull": ("atencion.commands.pull", "download a checkpoint from the Hub into the local cache"),
     "generate": ("atencion.commands.generate", "continue a prompt with a decoder checkpoint"),

@@ -11,7 +11,6 @@ files, their digests are verified too.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from modeling.config import ConfigError, ModelConfig, config_from_dict
+from modeling.digests import sha256
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -198,15 +198,6 @@ def check_tensors(header: dict[str, dict[str, Any]], expected: dict[str, torch.T
             )
         if dtype != tensor.dtype:
             raise CheckpointError(f"{WEIGHTS}: tensor {name!r} is {dtype}, the model needs {tensor.dtype}")
-
-
-def sha256(path: Path) -> str:
-    """The file's sha256 as hex, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify_sums(directory: Path) -> None:

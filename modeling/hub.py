@@ -14,7 +14,6 @@ revision, an unreachable Hub (bounded: no multi-second retry loop), a file that 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -36,8 +35,8 @@ from huggingface_hub.errors import (
 )
 
 from modeling import SHIPPED
-from modeling.checkpoint import sha256
 from modeling.config import ConfigError, load_config
+from modeling.digests import git_blob_sha1, sha256
 
 # The only files a checkpoint repository is read from (and pushed to): data, never code or pickles.
 CHECKPOINT_FILES = (
@@ -101,15 +100,6 @@ def parse_reference(reference: str) -> tuple[str, str | None]:
     if revision is not None and (".." in revision or revision.startswith("/") or "\\" in revision):
         raise HubError(f"{reference!r}: {revision!r} is not a valid revision")  # it names a path in the cache
     return match["repo"], revision
-
-
-def git_blob_sha1(path: Path) -> str:
-    """The id git (and the Hub, for non-LFS files) gives a file: sha1 of ``blob <size>\\0<bytes>``."""
-    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe_error(

@@ -23,7 +23,6 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from modeling.checkpoint import CheckpointError, read_safetensors_header
 from modeling.config import ModelConfig, load_config
 
 DEFAULT_LICENSE = "apache-2.0"
@@ -53,6 +52,11 @@ def read_json(path: Path) -> Any | None:
 def count_parameters(weights: Path) -> int | None:
     """Number of stored parameters, from the safetensors header alone (no tensor is read); None when the file
     is absent or not a valid safetensors file."""
+    from modeling.checkpoint import (
+        CheckpointError,
+        read_safetensors_header,
+    )  # torch: only when a card is built
+
     if not weights.is_file():
         return None
     try:

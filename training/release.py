@@ -1,6 +1,6 @@
 """Releasing a run: a training run's checkpoint made into a folder to ship or push, with a clean record.
 
-``python -m training.release RUN OUT --corpus DIR`` copies the checkpoint files of ``RUN/checkpoint``
+``atencion release RUN OUT --corpus DIR`` (or ``python -m training.release …``) copies the checkpoint files of ``RUN/checkpoint``
 (config, weights, tokenizer, training.json, evaluation.json) to ``OUT`` and then:
 
 * rewrites the training record so it says what was trained, not where: the corpus becomes ``CORPUS`` (the
@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modeling.checkpoint import CONFIG, SUMS, TOKENIZER, WEIGHTS, sha256
+from modeling.checkpoint import CONFIG, SUMS, TOKENIZER, WEIGHTS
+from modeling.digests import sha256
 from training.model_card import build_model_card
 
 RECORDS = ("training.json", "evaluation.json")
@@ -229,13 +230,16 @@ def release(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.release", description=__doc__.split("\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="the training run's folder (holds checkpoint/)")
     parser.add_argument("out", type=Path, help="the released checkpoint's folder, e.g. checkpoints/NAME")
     parser.add_argument("--corpus", type=Path, help="the corpus folder, for its MANIFEST.tsv")
     parser.add_argument("--examples", type=Path, help="a JSON list of prompts (or of sentences with [MASK])")
-    args = parser.parse_args(argv)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The command (``atencion release`` or ``python -m training.release``): prints ``OUT``; exit code 1 with
+    one ``error:`` line on failure."""
     try:
         examples = read_examples(args.examples) if args.examples else None
         print(release(args.run, args.out, args.corpus, examples))
@@ -243,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.release", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -123,3 +123,22 @@ def test_release_with_own_examples_and_bad_example_files(
         own.write_text(content, encoding="utf-8")
         assert main([str(run), str(tmp_path / "out" / "e"), "--examples", str(own)]) == 1
         assert "--examples:" in capsys.readouterr().err
+
+
+def test_atencion_release_is_the_same_command(
+    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from atencion.cli import main as atencion
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["decoder"], run)
+    own = tmp_path / "prompts.json"
+    own.write_text(json.dumps(["Había una vez"]), encoding="utf-8")
+    with pytest.raises(SystemExit) as done:
+        atencion(["release", str(run), str(tmp_path / "out" / "d"), "--examples", str(own)])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "out" / "d")
+    samples = json.loads((tmp_path / "out" / "d" / "samples.json").read_text(encoding="utf-8"))
+    assert [s["prompt"] for s in samples] == ["Había una vez"]
+    with pytest.raises(SystemExit) as done:
+        atencion(["release", str(tmp_path / "nothing"), str(tmp_path / "out" / "e")])
+    assert done.value.code == 1 and "missing config.json" in capsys.readouterr().err
