@@ -26,7 +26,7 @@ from modeling.attention import MultiHeadAttention
 from modeling.blocks import RESIDUALS, Block, make_feed_forward
 from modeling.config import TranslatorConfig
 from modeling.cross_attention import CrossAttention, MemoryKV
-from modeling.encoder import Embeddings, check_ids, check_mask, init_weights
+from modeling.embeddings import Embeddings, check_ids, check_mask, init_weights
 from modeling.kv_cache import KVCache
 from modeling.layouts import Layout, layout_for
 from modeling.norms import make_norm
@@ -135,7 +135,7 @@ class Translator(nn.Module):
         self.decoder_blocks = nn.ModuleList(TranslatorBlock(config) for _ in range(config.n_layers))
         self.final_norm = make_norm(target) if config.norm_placement == "pre" else None
         self.lm_head = Projection(config.d_model, config.vocab_size, bias=False)
-        for module in self.modules():  # not self.apply: Rope defines its own apply()
+        for module in self.modules():  # parents first: the order a seed's random numbers are drawn in
             init_weights(module)
         if config.shared_vocabulary:
             self.target_embeddings.tokens = self.source_embeddings.tokens  # one matrix for both sides

@@ -109,36 +109,30 @@ def test_a_run_stopped_before_its_cooldown_ended_is_not_recorded_as_a_shorter_ru
     assert clean_record(record, "x", {})["recipe"]["training"]["steps"] == 500
 
 
+def release_command(entry: str, argv: list[str]) -> int:
+    """``python -m training.release`` (its ``main``) or ``atencion release``: one command, two entries."""
+    if entry == "module":
+        return main(argv)
+    from atencion.cli import main as atencion
+
+    with pytest.raises(SystemExit) as done:
+        atencion(["release", *argv])
+    return done.value.code
+
+
+@pytest.mark.parametrize("entry", ["module", "atencion"])
 def test_release_with_own_examples_and_bad_example_files(
-    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+    entry: str, trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained["decoder"], run)
     own = tmp_path / "prompts.json"
     own.write_text(json.dumps(["Había una vez"]), encoding="utf-8")
-    assert main([str(run), str(tmp_path / "out" / "d"), "--examples", str(own)]) == 0
+    assert release_command(entry, [str(run), str(tmp_path / "out" / "d"), "--examples", str(own)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "d")
     samples = json.loads((tmp_path / "out" / "d" / "samples.json").read_text(encoding="utf-8"))
     assert [s["prompt"] for s in samples] == ["Había una vez"]
     for content in ("{not json", json.dumps({"a": 1}), json.dumps([])):
         own.write_text(content, encoding="utf-8")
-        assert main([str(run), str(tmp_path / "out" / "e"), "--examples", str(own)]) == 1
+        assert release_command(entry, [str(run), str(tmp_path / "out" / "e"), "--examples", str(own)]) == 1
         assert "--examples:" in capsys.readouterr().err
-
-
-def test_atencion_release_is_the_same_command(
-    trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    from atencion.cli import main as atencion
-
-    run = tmp_path / "run"
-    shutil.copytree(trained["decoder"], run)
-    own = tmp_path / "prompts.json"
-    own.write_text(json.dumps(["Había una vez"]), encoding="utf-8")
-    with pytest.raises(SystemExit) as done:
-        atencion(["release", str(run), str(tmp_path / "out" / "d"), "--examples", str(own)])
-    assert done.value.code == 0 and capsys.readouterr().out.strip() == str(tmp_path / "out" / "d")
-    samples = json.loads((tmp_path / "out" / "d" / "samples.json").read_text(encoding="utf-8"))
-    assert [s["prompt"] for s in samples] == ["Había una vez"]
-    with pytest.raises(SystemExit) as done:
-        atencion(["release", str(tmp_path / "nothing"), str(tmp_path / "out" / "e")])
-    assert done.value.code == 1 and "missing config.json" in capsys.readouterr().err
