@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
 
+from modeling import safetensors_header
 from modeling.config import ConfigError, ModelConfig, config_from_dict
 from modeling.digests import sha256
 
@@ -44,8 +44,6 @@ DTYPES = {
     "I32": torch.int32,
     "BOOL": torch.bool,
 }
-ITEM_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "BOOL": 1}
-MAX_HEADER = 100_000_000
 
 
 class CheckpointError(ValueError):
@@ -140,45 +138,11 @@ def save_checkpoint(
 
 # ---- validation ------------------------------------------------------------------------------------------------
 def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
-    """Parse and check a safetensors header: JSON, known dtypes, byte ranges that tile the file exactly."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{WEIGHTS}: truncated ({size} bytes, no header)")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > min(MAX_HEADER, size - 8):
-            raise CheckpointError(f"{WEIGHTS}: bad header length {header_len} for a {size}-byte file")
-        raw = handle.read(header_len)
+    """Parse and check a safetensors header (``modeling.safetensors_header``); ``CheckpointError`` if it fails."""
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{WEIGHTS}: header is not valid JSON ({error})") from error
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{WEIGHTS}: header must be a JSON object")
-    header.pop("__metadata__", None)
-    data_size = size - 8 - header_len
-    end = 0
-    for name, info in header.items():
-        try:
-            dtype, shape, (start, stop) = info["dtype"], info["shape"], info["data_offsets"]
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{WEIGHTS}: header entry {name!r} is malformed") from error
-        if dtype not in DTYPES:
-            raise CheckpointError(f"{WEIGHTS}: tensor {name!r} has unsupported dtype {dtype!r}")
-        numel = 1
-        for dim in shape:
-            numel *= dim
-        if not 0 <= start <= stop or stop - start != numel * ITEM_SIZES[dtype]:
-            raise CheckpointError(
-                f"{WEIGHTS}: tensor {name!r} byte range {start}..{stop} does not fit {shape}"
-            )
-        end = max(end, stop)
-    if end != data_size:
-        raise CheckpointError(
-            f"{WEIGHTS}: truncated or padded: tensors need {end} data bytes, the file holds {data_size}"
-        )
-    return header
+        return safetensors_header.read(path)
+    except safetensors_header.HeaderError as error:
+        raise CheckpointError(str(error)) from None
 
 
 def check_tensors(header: dict[str, dict[str, Any]], expected: dict[str, torch.Tensor]) -> None:

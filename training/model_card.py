@@ -23,6 +23,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from modeling import safetensors_header
 from modeling.config import ModelConfig, load_config
 
 DEFAULT_LICENSE = "apache-2.0"
@@ -52,16 +53,11 @@ def read_json(path: Path) -> Any | None:
 def count_parameters(weights: Path) -> int | None:
     """Number of stored parameters, from the safetensors header alone (no tensor is read); None when the file
     is absent or not a valid safetensors file."""
-    from modeling.checkpoint import (
-        CheckpointError,
-        read_safetensors_header,
-    )  # torch: only when a card is built
-
     if not weights.is_file():
         return None
     try:
-        header = read_safetensors_header(weights)
-    except CheckpointError:
+        header = safetensors_header.read(weights)
+    except safetensors_header.HeaderError:
         return None
     return sum(math.prod(info["shape"]) for info in header.values())
 
