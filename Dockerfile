@@ -45,16 +45,13 @@ WORKDIR /app
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
     && python -c "import pathlib, shutil, torch; shutil.rmtree(pathlib.Path(torch.__file__).parent / 'test', ignore_errors=True)"
 
-# The project's dependencies, in their own layer: rebuilt only when pyproject.toml changes.
+# The project's dependencies, in their own layer: rebuilt only when pyproject.toml changes. They pin
+# litserve~=0.2.19: the service reaches into its batched loop and private names.
 COPY pyproject.toml /tmp/src/
 RUN python -c "import tomllib; print(*tomllib.load(open('/tmp/src/pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
-
-# LitServe pinned to the minor release the service reaches into (its batched loop and private names), as in
-# pyproject.toml.
-RUN pip install "litserve~=0.2.19"
 
 # The project itself, installed into site-packages; the sources are not kept in the image.
 COPY README.md /tmp/src/

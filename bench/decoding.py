@@ -44,56 +44,10 @@ Runner = Callable[[torch.Tensor], list[list[int]]]  # prompt ids (B, 16) -> B li
 
 # ---- the same weights for every engine ------------------------------------------------------------------------
 def export_transformers(checkpoint: Path, out: Path) -> None:
-    """``atencion export CHECKPOINT --to transformers OUT`` when the CLI has it, else the parity mapping here."""
-    done = subprocess.run(
-        [sys.executable, "-m", "atencion", "export", str(checkpoint), "--to", "transformers", str(out)],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode == 0:
-        return
-    _export_llama(checkpoint, out)
+    """The folder every engine converts: ``atencion export CHECKPOINT --to transformers OUT`` (``modeling.interop``)."""
+    from modeling.interop import export_transformers as export
 
-
-def _export_llama(checkpoint: Path, out: Path) -> None:
-    """Our Llama-shaped decoder as a ``LlamaForCausalLM`` folder (the mapping of tests/modeling's parity test)."""
-    import transformers
-
-    model = load_checkpoint(checkpoint).model
-    c = model.config
-    hf_config = transformers.LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff, num_hidden_layers=c.n_layers,
-        num_attention_heads=c.n_heads, num_key_value_heads=c.n_heads, max_position_embeddings=c.max_len,
-        rms_norm_eps=c.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
-        attention_bias=False, mlp_bias=False, tie_word_embeddings=c.tie_embeddings, bos_token_id=c.bos_token_id,
-        eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
-    )  # fmt: skip
-    s = model.state_dict()
-    mapping = {
-        "model.embed_tokens.weight": s["embeddings.tokens.weight"],
-        "model.norm.weight": s["final_norm.weight"],
-        "lm_head.weight": s["lm_head.weight"],
-    }
-    for i in range(c.n_layers):
-        h, o = f"model.layers.{i}.", f"blocks.{i}."
-        q, k, v = s[f"{o}attention.qkv.weight"].split(c.d_model)  # fused [q; k; v] rows
-        mapping |= {f"{h}self_attn.q_proj.weight": q, f"{h}self_attn.k_proj.weight": k}
-        mapping[f"{h}self_attn.v_proj.weight"] = v
-        mapping[f"{h}self_attn.o_proj.weight"] = s[f"{o}attention.out.weight"]
-        mapping[f"{h}input_layernorm.weight"] = s[f"{o}attention_norm.weight"]
-        mapping[f"{h}post_attention_layernorm.weight"] = s[f"{o}feed_forward_norm.weight"]
-        for n in ("gate", "up", "down"):
-            mapping[f"{h}mlp.{n}_proj.weight"] = s[f"{o}feed_forward.{n}.weight"]
-    hf = transformers.LlamaForCausalLM(hf_config)
-    hf.load_state_dict(mapping, strict=True)
-    hf.save_pretrained(out)
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_file=str(checkpoint / "tokenizer.json"),
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-    )
-    tokenizer.save_pretrained(out)
+    export(load_checkpoint(checkpoint), out)
 
 
 def convert(checkpoint: Path, work: Path, engines: list[str]) -> Path:
