@@ -5,7 +5,8 @@ each ``draw_*`` writes the PNG (matplotlib, Agg) and returns its path.
 
 - ``positions_data``: the sinusoidal table PE (positions × dimensions) of Vaswani et al. 2017, eq. 5 (unit 3.1).
 - ``noam_data``: a recipe's learning rate per step — Noam (Vaswani 2017, eq. 3) and its optional cooldown (9.2).
-- ``next_token_data``: a decoder's next-token probabilities at one position, the most likely first (4.1).
+- ``next_token_data``: a decoder's next-token probabilities at one position, the most likely first (4.1), from
+  ``modeling.logprobs`` — the machinery of ``/generate``'s ``top_n_tokens`` and the OpenAI ``logprobs``.
 - ``embeddings_data``: token embeddings projected on their first two principal components (3.1).
 
 Tokens are shown as text (the byte-level BPE's «Ġperro» is « perro», its «Ċ» a line break ↵), never as the
@@ -14,12 +15,14 @@ vocabulary's byte symbols.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from modeling.logprobs import log_probs, top_alternatives
 from service.inspection import token_text
 from service.picture import shown
 
@@ -67,17 +70,14 @@ def next_token_data(checkpoint: Any, text: str, position: int | None = None, top
     if not 0 <= position < len(ids):
         raise ValueError(f"position: {position} is not a token position (0–{len(ids) - 1})")
     model.eval()
-    logits = model(torch.tensor([ids])).logits[0, position].float()  # (V,)
-    probs = torch.softmax(logits, dim=-1)  # (V,)
-    best = torch.topk(probs, min(top, probs.numel()))
+    row = log_probs(model(torch.tensor([ids])).logits[0, position])  # (V,) float32, as /generate's top_tokens
     shown_tokens = [shown(token_text(tokenizer, i)) for i in ids]
     return {
         "tokens": shown_tokens,
         "position": position,
         "after": shown_tokens[position],
         "candidates": [
-            (shown(token_text(tokenizer, int(i))), int(i), float(p))
-            for p, i in zip(best.values, best.indices, strict=True)
+            (shown(token_text(tokenizer, i)), i, math.exp(lp)) for i, lp in top_alternatives(row, top)
         ],
     }
 

@@ -72,6 +72,22 @@ def test_next_token_bars_are_the_models_probabilities(capsys, tmp_path) -> None:
     _picture(tmp_path / "t.png")
 
 
+def test_next_token_bars_match_the_services_top_tokens(capsys, tmp_path, start_server) -> None:
+    """The chart's numbers are the ones /generate reports as TGI's top_n_tokens for its first new token."""
+    server = start_server("--decoder", str(TALLER))
+    body = {
+        "inputs": "la niña mira la",
+        "parameters": {"max_new_tokens": 1, "top_n_tokens": 5, "details": True},
+    }
+    answer = server.post("/generate", body)
+    assert answer.status_code == 200, answer.text
+    served = answer.json()["details"]["top_tokens"][0]
+    data = next_token_data(load_checkpoint(TALLER), "la niña mira la", top=5)
+    assert [c[1] for c in data["candidates"]] == [t["id"] for t in served]
+    for (text, _, p), token in zip(data["candidates"], served, strict=True):
+        assert p == pytest.approx(math.exp(token["logprob"]), abs=1e-5) and text == shown(token["text"])
+
+
 def test_next_token_shows_a_line_break_as_text() -> None:
     data = next_token_data(load_checkpoint(TALLER), "el perro come pan en la cocina.", top=3)
     assert (
