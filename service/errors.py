@@ -184,8 +184,9 @@ class PayloadLimitMiddleware:
 
 
 class ApiKeyMiddleware:
-    """``X-API-Key`` on the API routes and ``/info``; ``/health``, ``/metrics``, ``/ui`` and the docs stay open
-    (probes and scrapers carry no key; they reveal no model output)."""
+    """``X-API-Key`` (or ``Authorization: Bearer``, what OpenAI clients send) on the API routes and ``/info``;
+    ``/health``, ``/metrics``, ``/ui`` and the docs stay open (probes and scrapers carry no key; they reveal no
+    model output)."""
 
     def __init__(self, app: ASGIApp, api_key: str, protected: tuple[str, ...]) -> None:
         self.app = app
@@ -194,7 +195,9 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope.get("path") in self.protected:
-            given = dict(scope.get("headers", [])).get(b"x-api-key", b"")
+            headers = dict(scope.get("headers", []))
+            bearer = headers.get(b"authorization", b"")
+            given = headers.get(b"x-api-key") or (bearer[7:] if bearer[:7].lower() == b"bearer " else b"")
             if not hmac.compare_digest(given, self.api_key):
                 reason = "missing X-API-Key header" if not given else "wrong X-API-Key"
                 return await _send_error(

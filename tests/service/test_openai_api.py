@@ -237,3 +237,15 @@ def test_the_routes_are_documented_in_the_openapi_schema(server):
         ]
     )
     assert "get" in paths["/v1/models"] and "get" in paths["/v1/models/{model_id}"]
+
+
+def test_an_api_key_is_taken_as_openai_clients_send_it(start_server, tiny_checkpoints):
+    key = "clave-secreta-larga"
+    server = start_server("--decoder", str(tiny_checkpoints / "decoder-dense"), env={"ATENCION_API_KEY": key})
+    request = dict(model="decoder-dense", prompt="Hola", max_tokens=2, temperature=0)
+    good = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=60)
+    assert good.completions.create(**request).choices[0].finish_reason in ("stop", "length")
+    wrong = openai.OpenAI(base_url=server.url + "/v1", api_key="otra-clave-larga", max_retries=0, timeout=60)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        wrong.chat.completions.create(model="decoder-dense", messages=[{"role": "user", "content": "hola"}])
+    assert error_of(caught.value)["type"] == "authentication_error"
