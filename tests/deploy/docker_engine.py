@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -38,12 +39,12 @@ TORCH_VERSION = "2.13.0"
 # TORCH_INDEX_URL, part of Docker's layer cache key, is the same from run to run.
 TORCH_INDEX_PORT = 29417
 
-# The local stand-in for python:3.11-slim. Python's headers are there (as in the official image) for the
-# C++ code torch.compile builds.
+# The local stand-in for python:3.11-slim. The official image also has Python's C headers; the image installs
+# no compiler by default, so they would go unused here (add python3-dev if the image builds C++ one day).
 BASE_RECIPE = {
     "suite": "bookworm",
     "variant": "minbase",
-    "packages": ["python3", "python3-venv", "python3-dev", "ca-certificates"],
+    "packages": ["python3", "python3-venv", "ca-certificates"],
     "venv": "/opt/venv",
     "env": {
         "PATH": "/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -90,12 +91,11 @@ def engine_answers() -> bool:
     return shutil.which("docker") is not None and docker("info", timeout=30, check=False).returncode == 0
 
 
-@contextlib.contextmanager
-def running_engine(log: Path) -> Iterator[None]:
-    """A Docker engine: the one running, or `dockerd` started here (niced: builds share the machine's CPUs)
-    with no iptables and no default bridge (what this machine allows), stopped again on exit."""
+def ensure_engine() -> None:
+    """A Docker engine answers: the one running, or `dockerd` started here (niced: builds share the CPUs) with
+    no iptables and no default bridge (what this machine allows). A started engine is left running, as a
+    daemon is: test runs in parallel (other checkouts) may be using it, and its images are the cache."""
     if engine_answers():
-        yield
         return
     if shutil.which("docker") is None or shutil.which("dockerd") is None:
         raise EngineUnavailable(
@@ -103,27 +103,22 @@ def running_engine(log: Path) -> Iterator[None]:
         )
     if os.geteuid() != 0:
         raise EngineUnavailable("no Docker engine runs, and only root can start dockerd")
-    with log.open("wb") as handle:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    log = CACHE / "dockerd.log"
+    with log.open("ab") as handle:
         process = subprocess.Popen(
             ["nice", "-n", "10", "dockerd", "--iptables=false", "--bridge=none"],
+            stdin=subprocess.DEVNULL,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    try:
-        deadline = time.monotonic() + 60
-        while not engine_answers():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"dockerd did not start:\n{log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.5)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    deadline = time.monotonic() + 60
+    while not engine_answers():
+        if process.poll() is not None and not engine_answers():  # another run's dockerd may have won the race
+            raise AssertionError(f"dockerd did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        assert time.monotonic() < deadline, f"dockerd not answering after 60 s (log: {log})"
+        time.sleep(0.5)
 
 
 def image_exists(tag: str) -> bool:
@@ -168,7 +163,7 @@ def base_image() -> str:
                 "COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n"
                 "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt\n"
             )
-            docker("build", f"--tag={tag}", context)
+            docker("build", "--force-rm", f"--tag={tag}", context)
     return tag
 
 
@@ -226,10 +221,10 @@ def torch_wheels() -> Path:
     Asking for `+cpu` exactly means pip can only take the CPU build: a CUDA wheel can never stand in for it.
     """
     folder = CACHE / f"torch-{TORCH_VERSION}-cpu-py311"
-    if (folder / ".complete").exists():
+    if folder.exists():
         return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    download = Path(tempfile.mkdtemp(prefix="torch-wheels-", dir=CACHE))  # then moved: parallel runs share it
     result = subprocess.run(
         [
             "pip",
@@ -239,14 +234,17 @@ def torch_wheels() -> Path:
             "--python-version",
             "3.11",
             "--dest",
-            str(folder),
+            str(download),
         ],
         capture_output=True,
         text=True,
         timeout=1200,
     )
     assert result.returncode == 0, f"pip cannot get torch {TORCH_VERSION}+cpu here:\n{result.stderr[-2000:]}"
-    (folder / ".complete").touch()
+    try:
+        download.rename(folder)
+    except OSError:  # another run got there first, with the same wheels
+        shutil.rmtree(download)
     return folder
 
 
@@ -260,9 +258,9 @@ def torch_index(wheels: Path, workdir: Path) -> Iterator[str]:
         (index / project / wheel.name).symlink_to(wheel)
     handler = functools.partial(Quiet, directory=str(index))
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", TORCH_INDEX_PORT), handler)
+        server = SharedPortServer(("127.0.0.1", TORCH_INDEX_PORT), handler)
     except OSError:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = SharedPortServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -271,6 +269,15 @@ def torch_index(wheels: Path, workdir: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+class SharedPortServer(http.server.ThreadingHTTPServer):
+    """Parallel test runs (other checkouts) bind the same port: each serves the same wheels, so the kernel may
+    hand a connection to either, and the port stays served while any of them runs."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -291,6 +298,7 @@ def build_image(tag: str, base: str, index_url: str, log: Path, *extra: str) -> 
     start = time.monotonic()
     result = docker(
         "build",
+        "--force-rm",  # no intermediate container left behind when a step fails
         "--network=host",
         f"--build-arg=PYTHON_IMAGE={base}",
         f"--build-arg=TORCH_INDEX_URL={index_url}",
@@ -312,6 +320,7 @@ def build_prometheus_image(base: str) -> str:
     if not image_exists(tag):
         docker(
             "build",
+            "--force-rm",
             "--network=host",
             f"--build-arg=BASE={base}",
             f"--tag={tag}",

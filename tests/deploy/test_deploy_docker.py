@@ -8,8 +8,10 @@ to ports published there.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import random
 import re
 import socket
 import threading
@@ -36,25 +38,23 @@ from docker_engine import (
     build_image,
     build_prometheus_image,
     docker,
-    running_engine,
+    ensure_engine,
     torch_index,
     torch_wheels,
 )
 
-IMAGE = "atencion-test:latest"
+# one tag per checkout: test runs of other checkouts may build at the same time
+IMAGE = "atencion-test:" + hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
 OVERRIDE = Path(__file__).with_name("docker-compose.test.yml")
 IMAGE_UID = int(re.search(r"useradd .*--uid (\d+)", (ROOT / "Dockerfile").read_text()).group(1))
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory):
-    stack = contextlib.ExitStack()
+def engine() -> None:
     try:
-        stack.enter_context(running_engine(tmp_path_factory.mktemp("dockerd") / "dockerd.log"))
+        ensure_engine()
     except EngineUnavailable as why:
         pytest.skip(str(why))
-    with stack:
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,9 @@ def image(engine, tmp_path_factory: pytest.TempPathFactory) -> Build:
     """The project's image, built once per run (Docker's layer cache keeps unchanged layers between runs)."""
     workdir = tmp_path_factory.mktemp("build")
     previous = docker("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False).stdout.strip()
+    start = time.monotonic()
     base = base_image()
+    print(f"\ndeploy: base image {base} ready in {time.monotonic() - start:.0f} s")
     with torch_index(torch_wheels(), workdir) as index_url:
         build = build_image(IMAGE, base, index_url, workdir / "build.log")
     current = docker("image", "inspect", "--format", "{{.Id}}", IMAGE).stdout.strip()
@@ -136,9 +138,19 @@ def container(image: Build, network: str):
         image.tag,
     )
     try:
+        url = published(name)
+        wait_for(
+            lambda: http_get(url + "/health", timeout=2)[0] == 200 or not state(name).startswith("running"),
+            300,
+            "/health never answered 200",
+        )
+        answering = time.monotonic() - start
         wait_healthy(name)
-        started = Container(name, published(name), time.monotonic() - start)
-        print(f"\ndeploy: docker run to healthy in {started.seconds_to_healthy:.1f} s")
+        started = Container(name, url, time.monotonic() - start)
+        print(
+            f"\ndeploy: docker run to /health 200 in {answering:.1f} s, "
+            f"to healthy (HEALTHCHECK every 15 s) in {started.seconds_to_healthy:.1f} s"
+        )
         yield started
     finally:
         docker("rm", "--force", "--volumes", name, check=False)
@@ -276,9 +288,11 @@ def test_docker_stop_lets_in_flight_requests_finish(container: Container):
 # docker-compose ------------------------------------------------------------------------------------------------
 
 
-def free_port_range(count: int, start: int = 29420) -> int:
-    """The first of `count` consecutive free ports on 127.0.0.1 (below the ephemeral range)."""
-    for first in range(start, 32000, count):
+def free_port_range(count: int) -> int:
+    """The first of `count` consecutive free ports on 127.0.0.1 (below the ephemeral range; from a random
+    start, so that parallel runs do not race for the same ones)."""
+    start = 29420 + count * random.randrange(200)
+    for first in [*range(start, 32000 - count, count), *range(29420, start, count)]:
         with contextlib.ExitStack() as stack:
             try:
                 for port in range(first, first + count):
@@ -336,6 +350,7 @@ class Compose:
 
 @pytest.fixture(scope="module")
 def compose(image: Build, engine, tmp_path_factory: pytest.TempPathFactory):
+    start = time.monotonic()
     prometheus_port, first = free_port(), free_port_range(10)
     project = f"atencion-test-{os.getpid()}"
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL")} | {
@@ -344,6 +359,7 @@ def compose(image: Build, engine, tmp_path_factory: pytest.TempPathFactory):
         "PROMETHEUS_PUBLISHED_PORT": str(prometheus_port),
         "ATENCION_TEST_PROMETHEUS_IMAGE": build_prometheus_image(base_image()),
     }
+    print(f"\ndeploy: Prometheus image ready in {time.monotonic() - start:.0f} s")
     empty = tmp_path_factory.mktemp("compose") / "empty.env"
     empty.write_text("")
     run = Compose(project, env, f"http://127.0.0.1:{prometheus_port}", range(first, first + 10), str(empty))
