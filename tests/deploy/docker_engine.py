@@ -121,6 +121,24 @@ def ensure_engine() -> None:
         time.sleep(0.5)
 
 
+def remove_stale_test_resources() -> list[str]:
+    """Containers, networks and volumes of test runs that died before cleaning up (their names and compose
+    projects end in the pid of the run, `atencion-test-…-PID`): removed, so they stop using the machine."""
+    removed = []
+    for kind, listing in (
+        ("container", ["ps", "--all", "--format", "{{.Names}}"]),
+        ("network", ["network", "ls", "--format", "{{.Name}}"]),
+        ("volume", ["volume", "ls", "--format", "{{.Name}}"]),
+    ):
+        for name in docker(*listing).stdout.split():
+            owner = re.match(r"atencion-test-(?:run-)?(\d+)(?:_|$)", name)
+            if owner and not Path(f"/proc/{owner.group(1)}").exists():
+                extra = ["--force", "--volumes"] if kind == "container" else []
+                if docker(kind, "rm", *extra, name, check=False).returncode == 0:
+                    removed.append(name)
+    return removed
+
+
 def image_exists(tag: str) -> bool:
     return docker("image", "inspect", tag, check=False).returncode == 0
 

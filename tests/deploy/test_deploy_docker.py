@@ -39,6 +39,7 @@ from docker_engine import (
     build_prometheus_image,
     docker,
     ensure_engine,
+    remove_stale_test_resources,
     torch_index,
     torch_wheels,
 )
@@ -58,6 +59,7 @@ def engine() -> None:
         ensure_engine()
     except EngineUnavailable as why:
         pytest.skip(str(why))
+    remove_stale_test_resources()
 
 
 @pytest.fixture(scope="module")
