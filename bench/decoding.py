@@ -34,7 +34,9 @@ import torch
 
 from bench.report import machine, write_section
 from modeling.checkpoint import load_checkpoint
+from modeling.decode_step import CompiledDecoder
 from modeling.decoder import Decoder
+from modeling.quantization import quantize
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT_LEN = 16
@@ -77,13 +79,14 @@ def _run(command: list[str]) -> None:
 
 
 # ---- one runner per engine ------------------------------------------------------------------------------------
-def ours_eager(model: Decoder, new_tokens: int) -> Runner:
-    """Our bare loop: the prompt fills the growing KV cache, then one forward of length 1 per token."""
+def ours(model: Decoder | CompiledDecoder, new_tokens: int) -> Runner:
+    """Our bare loop: the prompt fills the KV cache, then one forward of length 1 per token."""
     eos = model.config.eos_token_id
 
     def run(prompt: torch.Tensor) -> list[list[int]]:
         with torch.inference_mode():
-            cache, ids, out = model.new_cache(), prompt, []
+            cache = model.new_cache(len(prompt)) if isinstance(model, CompiledDecoder) else model.new_cache()
+            ids, out = prompt, []
             for _ in range(new_tokens):
                 logits = model.next_logits(ids, cache)  # (B, V)
                 if eos is not None:
@@ -158,6 +161,8 @@ def genai_generate(folder: Path, threads: int, new_tokens: int) -> Runner:
 ENGINES = (
     "transformers fp32",
     "ours eager fp32",
+    "ours compiled fp32",
+    "ours compiled int8",
     "ctranslate2 fp32",
     "ctranslate2 int8",
     "onnxruntime-genai fp32",
@@ -166,15 +171,20 @@ ENGINES = (
 
 
 def runners(
-    engines: list[str], model: Decoder, work: Path, hf_dir: Path, threads: int, n: int
+    engines: list[str],
+    models: dict[str, Decoder | CompiledDecoder],
+    work: Path,
+    hf_dir: Path,
+    threads: int,
+    n: int,
 ) -> dict[str, Runner]:
     made: dict[str, Runner] = {}
     for name in engines:
         family, precision = name.rsplit(" ", 1)
         if family == "transformers":
             made[name] = transformers_generate(hf_dir, n)
-        elif family == "ours eager":
-            made[name] = ours_eager(model, n)
+        elif family.startswith("ours"):
+            made[name] = ours(models[name], n)
         elif family == "ctranslate2":
             made[name] = ctranslate2_generate(
                 work / f"ctranslate2-{precision}", precision, threads, n, hf_dir
@@ -194,13 +204,15 @@ def measure(made: dict[str, Runner], prompt: torch.Tensor, repeats: int) -> dict
     """Check the ids, then time every engine in turns; median wall and CPU seconds per run."""
     reference = None
     results: dict[str, dict[str, float]] = {}
-    for name, run in made.items():  # also the warm-up
+    for name, run in made.items():  # also the warm-up (where a compiled step builds its graphs)
+        first = time.perf_counter()
         ids = run(prompt)
+        first = time.perf_counter() - first
         reference = ids if reference is None else reference
         share = agreement(ids, reference)
         if name.endswith("fp32") and share != 1.0:
             raise SystemExit(f"{name}: greedy ids differ from transformers' ({share:.1%} agree)")
-        results[name] = {"agree": share, "wall": [], "cpu": []}
+        results[name] = {"agree": share, "wall": [], "cpu": [], "first": first}
     for _ in range(repeats):
         for name, run in made.items():
             wall, cpu = time.perf_counter(), time.process_time()
@@ -224,6 +236,14 @@ def table(per_batch: dict[int, dict[str, dict[str, float]]], new_tokens: int) ->
             cells.append(f"{b * new_tokens / r['wall']:,.0f} ({base['wall'] / r['wall']:.2f}×)")
             cells.append(f"{base['cpu'] / r['cpu']:.2f}×")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    firsts = [
+        f"{name} batch {b}: {per_batch[b][name]['first']:.1f} s"
+        for name in next(iter(per_batch.values()))
+        if "compiled" in name
+        for b in batches
+    ]
+    if firsts:
+        lines.append("\nFirst run (includes compiling the graphs it needs): " + "; ".join(firsts) + ".")
     return "\n".join(lines)
 
 
@@ -254,12 +274,17 @@ def main() -> None:
         shutil.rmtree(work)
     hf_dir = convert(checkpoint, work, engines)
     model = load_checkpoint(checkpoint).model.eval()
+    models = {"ours eager fp32": model}  # built once: the compiled graphs serve every thread count
+    if "ours compiled fp32" in engines:
+        models["ours compiled fp32"] = CompiledDecoder(model)
+    if "ours compiled int8" in engines:
+        models["ours compiled int8"] = CompiledDecoder(quantize(model, "int8"))
     where = machine()
     batches = [int(b) for b in args.batches.split(",")]
     sections = []
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
-        made = runners(engines, model, work, hf_dir, threads, args.new_tokens)
+        made = runners(engines, models, work, hf_dir, threads, args.new_tokens)
         per_batch = {}
         for batch in batches:
             generator = torch.Generator().manual_seed(batch)

@@ -50,7 +50,7 @@ class LearnedPositions(nn.Module):
 def _check_positions(positions: Tensor, max_len: int) -> None:
     """A clear error for positions outside the table, on the CPU only: elsewhere reading them would stall the
     device (an out-of-range index still fails there, in the lookup)."""
-    if positions.device.type != "cpu" or not positions.numel():
+    if positions.device.type != "cpu" or not positions.numel() or torch.compiler.is_compiling():
         return
     if int(positions.max()) >= max_len or int(positions.min()) < 0:
         raise ValueError(
@@ -85,7 +85,8 @@ class Rope:
         key = (dtype, positions.device)
         if key not in self._tables and self.max_len > 0:
             self._tables[key] = self._compute(torch.arange(self.max_len, device=positions.device), dtype)
-        on_host = positions.device.type == "cpu"  # reading positions elsewhere would stall the device
+        # reading positions elsewhere would stall the device; a compiled graph cannot read them either
+        on_host = positions.device.type == "cpu" and not torch.compiler.is_compiling()
         if key in self._tables and (
             not on_host or not positions.numel() or int(positions.max()) < self.max_len
         ):

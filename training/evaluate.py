@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from modeling.checkpoint import load_checkpoint
+from modeling.quantization import quantize
 from training.data import (
     DataError,
     load_stream,
@@ -189,8 +190,11 @@ def evaluate_checkpoint(
     ngram_positions: int = 1000,
     seed: int = 0,
     precision: str = "auto",
+    quantization: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a corpus folder; the dictionary ``--save`` writes as evaluation.json.
+
+    ``quantization`` ("int8"): score the decoder with int8 weights (``modeling.quantization``) instead.
 
     On the training corpus (every document of its recorded split present) only the validation documents
     are scored; on any other folder, every document. The n-gram is trained on the recorded training
@@ -199,6 +203,8 @@ def evaluate_checkpoint(
     path, corpus = Path(path), Path(corpus)
     ckpt = load_checkpoint(path)
     model, config, tokenizer = ckpt.model, ckpt.config, ckpt.tokenizer
+    if quantization is not None:
+        model = quantize(model, quantization)
     info_path = path / "training.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     split = info.get("split", {})
@@ -246,6 +252,7 @@ def evaluate_checkpoint(
         "sequences": int(rows.shape[0]),
         "seq_len": int(seq_len),
         "precision": used,
+        "quantization": quantization,
         "metrics": metrics,
         "baseline": baseline,
         "baseline_name": baseline["name"],

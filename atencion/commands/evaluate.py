@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ngram-positions", type=int, default=1000, help="masked positions the n-gram fills")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation masking")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    parser.add_argument("--quantize", choices=("int8",), help="decoders: score with int8 weights")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             ngram_positions=args.ngram_positions,
             seed=args.seed,
             precision=args.precision,
+            quantization=args.quantize,
         )
     except (CheckpointError, DataError, ValueError) as error:
         print(f"atencion evaluate: error: {error}", file=sys.stderr)

@@ -28,6 +28,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the sampler, for reproducible samples")
     parser.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per token instead of text")
+    parser.add_argument("--quantize", choices=("int8",), help="int8 weights for the linear layers")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step (torch.compile; the first run builds it, later runs reuse it)",
+    )
+
+
+def decoding_model(model, quantization: str | None, compile: bool):
+    """The decoder as asked: int8 weights (``modeling.quantization``), a compiled step (``modeling.decode_step``)."""
+    if quantization is not None:
+        from modeling.quantization import quantize
+
+        model = quantize(model, quantization)
+    if compile:
+        from modeling.decode_step import CompiledDecoder
+
+        model = CompiledDecoder(model)
+        print(f"[decode step: {model.mode}]", file=sys.stderr)
+    return model
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -38,11 +58,12 @@ def _generate(args: argparse.Namespace) -> int:
         top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed, stop=tuple(args.stop),
     )  # fmt: skip
     checkpoint = open_checkpoint(args.checkpoint, "decoder")
+    model = decoding_model(checkpoint.model, args.quantize, args.compile)
     ids = checkpoint.tokenizer.encode(args.prompt).ids or [checkpoint.config.bos_token_id]
     start, count, finish = time.perf_counter(), 0, None
     if not args.json:
         sys.stdout.write(args.prompt)
-    for token in stream_tokens(checkpoint.model, checkpoint.tokenizer, ids, sampling):
+    for token in stream_tokens(model, checkpoint.tokenizer, ids, sampling):
         count, finish = count + 1, token.finish_reason
         if args.json:
             print(json.dumps(token.__dict__, ensure_ascii=False), flush=True)

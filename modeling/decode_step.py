@@ -1,0 +1,159 @@
+"""A compiled decode step: one token per row over a preallocated KV cache, as one ``torch.compile`` graph.
+
+Eager decoding pays per-op dispatch on every token: a few hundred small ATen calls and the Python between
+them, next to ~21 MB of weights to stream. Compiled (TorchInductor), the step runs as one graph: the norms,
+RoPE, SiLU·up and residual adds fuse into a few C++ loops around the products, a single-row product becomes
+one vectorised loop over the weight rows (``modeling.projection``; also over int8 rows,
+``modeling.quantization``), and the keys and values are written in place into the cache.
+
+A graph wants the same shapes at every step, so:
+
+- the cache is ``Decoder.preallocated_cache``: ``(rows, H, max_len, D)`` per layer, allocated once, each row
+  writing its keys at its own positions (``modeling.kv_cache``);
+- a step attends over the first ``span`` columns, ``span`` the smallest power of two ≥ 128 that covers the
+  longest row (at most ``log2(max_len / 128) + 1`` spans), so short sequences do not read the whole cache;
+- batch 1 has its own graphs (a product of one row), larger batches share graphs (Dynamo marks the batch
+  dimension dynamic once it has seen two sizes).
+
+The prompt fills the cache eagerly (one forward, per-row positions). Compiling needs a C++ compiler; where
+there is none, or compiling fails, the same step runs eagerly (same code, same numbers) and one log line says
+why; ``mode`` reports which. Inductor keeps what it compiled on disk (``TORCHINDUCTOR_CACHE_DIR``), so a
+restart reuses it instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from modeling.decoder import Decoder
+from modeling.kv_cache import KVCache
+from modeling.layouts import Layout
+
+log = logging.getLogger(__name__)
+SMALLEST_SPAN = 128
+
+
+@dataclass
+class StaticCache:
+    """Preallocated keys and values for ``rows`` sequences decoded in lock step; ``length`` positions filled."""
+
+    layers: list[KVCache]  # each (rows, H, max_len, D)
+    length: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.layers[0].k.shape[0] if self.layers[0].k is not None else 0
+
+
+def span_for(length: int, max_len: int) -> int:
+    """The columns a step reads: the smallest power of two ≥ ``SMALLEST_SPAN`` covering ``length``, ≤ max_len."""
+    span = SMALLEST_SPAN
+    while span < length:
+        span *= 2
+    return min(span, max_len)
+
+
+def compiler_missing() -> str | None:
+    """Why ``torch.compile`` cannot build CPU code here, or None if it can."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        return "no C++ compiler (g++) on PATH"
+    return None
+
+
+class CompiledDecoder:
+    """A ``Decoder``'s decoding API (``config``, ``parameters``, ``new_cache``, ``next_logits``) with a compiled
+    one-token step; usable wherever ``stream_tokens`` takes a model."""
+
+    def __init__(self, model: Decoder, compile: bool = True) -> None:
+        self.model = model.eval()
+        self.config = model.config
+        self.dtype = model.embeddings.tokens.weight.dtype
+        self._compiled = None
+        reason = "compilation not asked for" if not compile else compiler_missing()
+        if reason is None:
+            # graphs are per model, batch kind and span: more than Dynamo's default 8 per function
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self._compiled = torch.compile(self._forward, fullgraph=True)
+            self.mode = "compiled"
+        else:
+            self.mode = f"eager ({reason})"
+            if compile:
+                log.warning("decode step: running eagerly, %s", reason)
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def new_cache(self, rows: int = 1) -> StaticCache:
+        return StaticCache(self.model.preallocated_cache(rows, dtype=self.dtype))
+
+    def next_logits(
+        self,
+        ids: Tensor,
+        cache: StaticCache | list[KVCache],
+        pad_mask: Tensor | None = None,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """The last position's logits ``(B, V)`` after feeding ``ids (B, T)``; a prompt (T > 1) runs eagerly, each
+        later token (T = 1) the compiled step.
+
+        ``cache`` a ``StaticCache`` (B ≤ its rows): every row at the next positions, lock step. Or, as
+        ``Decoder.next_logits`` takes them, views ``KVCache.view(rows, span)`` of a preallocated cache with each
+        row at its own ``positions (B, T)`` (a running batch; the caller picks the span).
+        """
+        if pad_mask is not None:
+            raise ValueError("pad_mask: the decode step takes no padding; give each row its own positions")
+        B, T = ids.shape
+        if isinstance(cache, StaticCache):
+            start, end = cache.length, cache.length + T
+            if end > self.config.max_len:
+                raise ValueError(f"ids: {end} positions exceed the model's max_len {self.config.max_len}")
+            span = span_for(end, self.config.max_len)
+            views = [layer.view(slice(0, B), span) for layer in cache.layers]
+            positions = torch.arange(start, end, device=ids.device).expand(B, T)  # (B, T)
+        elif positions is None or positions.shape != (B, T):
+            raise ValueError(f"positions: cache views need each row's positions ({B}, {T})")
+        else:
+            views = cache
+        span = views[0].span
+        keys = tuple(view._k[:, :, :span] for view in views)  # each (B, H, span, D), no copy
+        values = tuple(view._v[:, :, :span] for view in views)
+        layouts = self.model.layouts(span)
+        step = self._compiled if T == 1 and self._compiled is not None else self._forward
+        if step is self._compiled and B > 1:  # one graph for every batch size above 1
+            for t in (ids, positions, *keys, *values):
+                torch._dynamo.mark_dynamic(t, 0)
+        try:
+            logits = step(ids, positions, keys, values, layouts)
+        except Exception as error:  # a compiler failure: fall back for good, say so once
+            if step is self._forward:
+                raise
+            self._compiled, self.mode = None, f"eager (compiling failed: {type(error).__name__})"
+            log.warning(
+                "decode step: compiling failed, running eagerly (%s: %s)", type(error).__name__, error
+            )
+            logits = self._forward(ids, positions, keys, values, layouts)
+        if isinstance(cache, StaticCache):
+            cache.length += T
+        return logits
+
+    def _forward(
+        self,
+        ids: Tensor,
+        positions: Tensor,
+        keys: tuple[Tensor, ...],
+        values: tuple[Tensor, ...],
+        layouts: list[Layout | None],
+    ) -> Tensor:
+        """``ids (B, T)`` at ``positions (B, T)`` through every block, writing into ``keys``/``values``
+        ``(B, H, span, D)`` per layer; the last position's logits ``(B, V)``."""
+        model = self.model
+        x = model.embeddings(ids, positions)  # (B, T, d)
+        for block, layout, k, v in zip(model.blocks, layouts, keys, values, strict=True):
+            x, _ = block(x, layout=layout, positions=positions, cache=KVCache(k, v))
+        hidden = x[:, -1] if model.final_norm is None else model.final_norm(x[:, -1])  # (B, d)
+        return model.logits(hidden)
