@@ -149,7 +149,7 @@ class MultiHeadAttention(nn.Module):
         self.causal = config.causal
         self.dropout = config.dropout
         self.qkv = Projection(config.d_model, 3 * config.d_model, bias=config.bias)
-        self.out = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.out = Projection(config.d_model, config.d_model, bias=config.bias)
         self.score = make_score(config.attention, config.d_head)
         self.rope = (
             Rope(config.d_head, config.rope_theta, config.max_len) if config.position == "rope" else None

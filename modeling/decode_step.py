@@ -74,6 +74,7 @@ class CompiledDecoder:
         self.config = model.config
         self.dtype = model.embeddings.tokens.weight.dtype
         self._compiled = None
+        self._built: set[tuple[bool, int]] = set()  # (batch 1?, span) graphs compiled so far
         reason = "compilation not asked for" if not compile else compiler_missing()
         if reason is None:
             # graphs are per model, batch kind and span: more than Dynamo's default 8 per function
@@ -85,11 +86,28 @@ class CompiledDecoder:
             if compile:
                 log.warning("decode step: running eagerly, %s", reason)
 
+    def warm_up(self) -> None:
+        """Build the batch-1 graph of every span now: a prompt ending just inside each span, then one step."""
+        if self._compiled is None:
+            return
+        max_len = self.config.max_len
+        spans = sorted({span_for(n, max_len) for n in range(SMALLEST_SPAN, 2 * max_len, SMALLEST_SPAN)})
+        device = next(self.parameters()).device
+        with torch.inference_mode():
+            for span in spans:
+                cache = self.new_cache()
+                self.next_logits(torch.zeros(1, span - 1, dtype=torch.long, device=device), cache)
+                self.next_logits(torch.zeros(1, 1, dtype=torch.long, device=device), cache)
+
     def parameters(self):
         return self.model.parameters()
 
     def new_cache(self, rows: int = 1) -> StaticCache:
-        return StaticCache(self.model.preallocated_cache(rows, dtype=self.dtype))
+        return StaticCache(self.preallocated_cache(rows))
+
+    def preallocated_cache(self, rows: int, max_len: int | None = None) -> list[KVCache]:
+        """``Decoder.preallocated_cache`` in the activations' dtype (int8 weights keep float activations)."""
+        return self.model.preallocated_cache(rows, max_len, dtype=self.dtype)
 
     def next_logits(
         self,
@@ -127,8 +145,15 @@ class CompiledDecoder:
         if step is self._compiled and B > 1:  # one graph for every batch size above 1
             for t in (ids, positions, *keys, *values):
                 torch._dynamo.mark_dynamic(t, 0)
+        key = (B == 1, span)
+        # once a (batch kind, span) graph exists, check only the guards that pick among the graphs: the full
+        # guard set (every weight, every input) costs about a fifth of a token's time
+        skip = step is self._compiled and key in self._built
         try:
-            logits = step(ids, positions, keys, values, layouts)
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=skip):
+                logits = step(ids, positions, keys, values, layouts)
+            if step is self._compiled:
+                self._built.add(key)
         except Exception as error:  # a compiler failure: fall back for good, say so once
             if step is self._forward:
                 raise

@@ -11,6 +11,7 @@ view: names, tokenizers and limits for validating requests before they reach a w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ class ServedModel:
     revision: str | None
     commit: str | None
     config: dict[str, Any]
+    decoding: str = "eager"  # decoders: eager | compiled (settings.decoding)
+    quantize: str = "none"  # decoders: none | int8 (settings.quantize)
 
     @property
     def max_len(self) -> int:
@@ -56,7 +59,17 @@ class ServedModel:
             "commit": self.commit,
             "pattern": attention.get("pattern", "dense"),
             "config": self.config,
+            **(self._decoding() if self.kind == "decoder" else {}),
         }
+
+    def _decoding(self) -> dict[str, Any]:
+        """How generation runs: the step (compiled, or eager and why) and the weights' quantization."""
+        from modeling.decode_step import compiler_missing
+
+        step = self.decoding
+        if step == "compiled" and compiler_missing() is not None:
+            step = f"eager ({compiler_missing()})"
+        return {"decoding": step, "quantize": self.quantize}
 
 
 def _read_config(path: Path, reference: str) -> dict[str, Any]:
@@ -109,7 +122,10 @@ def resolve_all(settings: Settings) -> list[ServedModel]:
             "Pass --encoder DIR_OR_ORG/NAME@REV and/or --decoder DIR_OR_ORG/NAME@REV "
             "(or set ATENCION_ENCODERS / ATENCION_DECODERS, comma-separated)."
         )
-    models = [resolve(r, "encoder") for r in encoders] + [resolve(r, "decoder") for r in decoders]
+    options = {"decoding": settings.decoding, "quantize": settings.quantize}
+    models = [resolve(r, "encoder") for r in encoders] + [
+        dataclasses.replace(resolve(r, "decoder"), **options) for r in decoders
+    ]
     names = [m.name for m in models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -200,4 +216,24 @@ def load_for_worker(models: list[ServedModel], kind: str | None, device: str, th
     from modeling.checkpoint import load_checkpoint
 
     torch.set_num_threads(threads)
-    return {m.name: load_checkpoint(m.path, device=device) for m in models if kind is None or m.kind == kind}
+    loaded = {
+        m.name: load_checkpoint(m.path, device=device) for m in models if kind is None or m.kind == kind
+    }
+    if kind == "decoder":  # generation; /attention (kind None) keeps the plain model, it reads probabilities
+        loaded = {m.name: prepare_decoder(m, loaded[m.name]) for m in models if m.name in loaded}
+    return loaded
+
+
+def prepare_decoder(model: ServedModel, checkpoint):
+    """The checkpoint with its decoder as the settings ask: int8 weights, a compiled step built now (so that
+    the worker reports healthy only once no request has to wait for a compiler)."""
+    from modeling.decode_step import CompiledDecoder
+    from modeling.quantization import quantize
+
+    decoder = checkpoint.model
+    if model.quantize != "none":
+        decoder = quantize(decoder, model.quantize)
+    if model.decoding == "compiled":
+        decoder = CompiledDecoder(decoder)
+        decoder.warm_up()
+    return dataclasses.replace(checkpoint, model=decoder)

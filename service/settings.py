@@ -19,6 +19,11 @@ from typing import Any
 from modeling import SHIPPED
 
 ACCELERATORS = ("auto", "cpu", "cuda")
+DECODING = (
+    "eager",
+    "compiled",
+)  # the decoders' one-token step: plain, or torch.compile'd (modeling.decode_step)
+QUANTIZATIONS = ("none", "int8")  # the decoders' linear layers (modeling.quantization)
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe accepts
 SHIPPED_NAMES = ("encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse", "taller")
 
@@ -52,6 +57,8 @@ class Settings:
     max_batch_size: int = 16  # fill-mask dynamic batching
     batch_timeout: float = 0.01  # seconds a worker waits to fill a batch
     api_key: str | None = None  # X-API-Key on the API routes and /info
+    decoding: str = "eager"  # eager | compiled
+    quantize: str = "none"  # none | int8
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -82,6 +89,18 @@ class Settings:
             "must be between 0 and 10 seconds",
         )
         _check(self.api_key is None or len(self.api_key) >= 8, "--api-key", "ATENCION_API_KEY", "too short")
+        _check(
+            self.decoding in DECODING,
+            "--decoding",
+            "ATENCION_DECODING",
+            f"must be one of {', '.join(DECODING)}",
+        )
+        _check(
+            self.quantize in QUANTIZATIONS,
+            "--quantize",
+            "ATENCION_QUANTIZE",
+            f"must be one of {', '.join(QUANTIZATIONS)}",
+        )
         for name, low in (
             ("max_input_tokens", 2),
             ("max_new_tokens", 1),
@@ -124,6 +143,8 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
         "max_batch_size": int,
         "batch_timeout": float,
         "api_key": str,
+        "decoding": str,
+        "quantize": str,
     }
     for name, kind in typed.items():
         variable = f"ATENCION_{name.upper()}"

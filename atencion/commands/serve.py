@@ -42,6 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="require this X-API-Key on the API routes and /info (prefer env ATENCION_API_KEY: flags show in ps)",
     )
 
+    parser.add_argument(
+        "--decoding",
+        choices=("eager", "compiled"),
+        help="decoders' one-token step: eager (default) or compiled with torch.compile, built at start-up "
+        "(env ATENCION_DECODING)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        help="decoders' weights: none (default) or int8 (env ATENCION_QUANTIZE)",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     from service.settings import SettingsError, load_settings
@@ -57,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         "max_batch_size": args.max_batch_size,
         "batch_timeout": args.batch_timeout,
         "api_key": args.api_key,
+        "decoding": args.decoding,
+        "quantize": args.quantize,
     }
     try:
         settings = load_settings(flags)

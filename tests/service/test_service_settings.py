@@ -38,9 +38,16 @@ def test_environment_then_flags_win():
         ({}, {"ATENCION_BATCH_TIMEOUT": "soon"}, ("ATENCION_BATCH_TIMEOUT", "float")),
         ({}, {"ATENCION_MAX_INPUT_TOKENS": "1"}, ("ATENCION_MAX_INPUT_TOKENS", ">= 2")),
         ({"api_key": "abc"}, {}, ("--api-key", "short")),
+        ({}, {"ATENCION_QUANTIZE": "int4"}, ("--quantize", "ATENCION_QUANTIZE", "none, int8")),
+        ({"decoding": "fast"}, {}, ("--decoding", "eager, compiled")),
     ],
 )
 def test_bad_values_name_the_flag_and_variable(flags, env, words):
     with pytest.raises(SettingsError) as caught:
         load_settings(flags, env=env)
     assert all(word in str(caught.value) for word in words)
+
+
+def test_decoding_and_quantization_from_environment_or_flags():
+    settings = load_settings({"decoding": "compiled"}, env={"ATENCION_QUANTIZE": "int8"})
+    assert settings.decoding == "compiled" and settings.quantize == "int8"
