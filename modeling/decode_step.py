@@ -102,6 +102,10 @@ class CompiledDecoder:
     def parameters(self):
         return self.model.parameters()
 
+    def __call__(self, *args, **kwargs):
+        """A full forward (scoring a prompt, say) is the wrapped decoder's own, uncompiled."""
+        return self.model(*args, **kwargs)
+
     def new_cache(self, rows: int = 1) -> StaticCache:
         return StaticCache(self.preallocated_cache(rows))
 

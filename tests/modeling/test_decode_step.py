@@ -65,6 +65,13 @@ def test_learned_positions_and_layer_norm_decoders_work_too() -> None:
     assert torch.equal(greedy(CompiledDecoder(model, compile=False), prompt, 8), greedy(model, prompt, 8))
 
 
+def test_a_full_forward_is_the_decoders_own() -> None:
+    model = make()
+    ids = torch.randint(3, 61, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(CompiledDecoder(model, compile=False)(ids).logits, model(ids).logits)
+
+
 def test_past_max_len_is_a_clear_error() -> None:
     step = CompiledDecoder(make(max_len=20), compile=False)
     cache = step.new_cache()
