@@ -18,6 +18,15 @@ ratios, not the absolute numbers.
 
     python -m bench.load            # writes the `service` section of docs/benchmarks.md
     python -m bench.load --quick    # fewer requests, prints only
+
+Generation under load (``--generation``, the `generation` section): aggregate generated tokens/s and p50/p99
+time to first token at concurrency 1, 8 and 32 (64 new tokens, greedy, prompts of mixed lengths), for the
+continuous-batching engine, the same engine with one row (``ATENCION_MAX_RUNNING=1``: the batch-1 engine, same
+code and weights) and transformers' ``text-generation`` pipeline on the same weights (exported with
+``modeling.interop``). Streams are read to measure the first token; the pipeline has no stream, so its
+"first token" is the whole answer.
+
+    python -m bench.load --generation
 """
 
 from __future__ import annotations
@@ -172,8 +181,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start(command: list[str], port: int, log: Path) -> subprocess.Popen:
+def start(command: list[str], port: int, log: Path, extra: dict[str, str] | None = None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATENCION_")}
+    env.update(extra or {})
     env.update({"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
     process = subprocess.Popen(
         command, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
@@ -291,12 +301,203 @@ def table(rows: list[tuple[str, dict[int, dict[str, float]]]], reference: str) -
     return "\n".join(lines)
 
 
+# ---- generation under load ------------------------------------------------------------------------------------
+GEN_PROMPTS = [  # mixed lengths: a few words to a paragraph
+    "Hola",
+    "Mañana vamos a la playa con mis amigos y",
+    "El niño juega con su pelota en el parque después de la escuela, mientras su madre",
+    PARAGRAPH["inputs"].replace("[MASK]", "amigo"),
+    "La niña lee un libro en el jardín.",
+    "Los niños juegan en el parque después de la escuela y sus padres los esperan en la calle. Luego",
+]
+NEW_TOKENS = 64
+
+
+def baseline_generation_app(directory: Path):
+    """transformers' text-generation pipeline around the exported decoder; answers with the new-token count."""
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    from fastapi import FastAPI
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
+    model = transformers.AutoModelForCausalLM.from_pretrained(directory)
+    generate = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer)
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    @app.post("/generate")
+    def generate_text(body: dict) -> dict:
+        new = body.get("parameters", {}).get("max_new_tokens", NEW_TOKENS)
+        prompt_ids = tokenizer(body["inputs"])["input_ids"]
+        out = generate(body["inputs"], max_new_tokens=new, do_sample=False, return_tensors=True)
+        ids = out[0]["generated_token_ids"]
+        return {"generated_tokens": len(ids) - len(prompt_ids), "generated_text": tokenizer.decode(ids)}
+
+    return app
+
+
+def stream_once(
+    session: requests.Session, base: str, prompt: str, streaming: bool
+) -> tuple[float, float, int]:
+    """(seconds to the first token, seconds in all, tokens generated) for one request."""
+    body = {"inputs": prompt, "parameters": {"max_new_tokens": NEW_TOKENS, "details": True}}
+    began = time.perf_counter()
+    if not streaming:
+        answer = session.post(base + "/generate", json=body, timeout=600)
+        took = time.perf_counter() - began
+        answer.raise_for_status()
+        data = answer.json()
+        tokens = data.get("generated_tokens") or data["details"]["generated_tokens"]
+        return took, took, tokens
+    first, tokens = None, 0
+    with session.post(base + "/generate_stream", json=body, stream=True, timeout=600) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith(b"data:"):
+                event = json.loads(line[5:])
+                if "error" in event:
+                    raise RuntimeError(event["error"])
+                first = first if first is not None else time.perf_counter() - began
+                tokens += 1
+    return first, time.perf_counter() - began, tokens
+
+
+def generation_round(base: str, concurrency: int, per_client: int, streaming: bool) -> dict:
+    results: list[tuple[float, float, int]] = []
+    failures = [0]
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        session = requests.Session()
+        for k in range(per_client):
+            prompt = GEN_PROMPTS[(index + k) % len(GEN_PROMPTS)]
+            try:
+                result = stream_once(session, base, prompt, streaming)
+            except Exception:  # noqa: BLE001 — counted, reported
+                with lock:
+                    failures[0] += 1
+                continue
+            with lock:
+                results.append(result)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(concurrency)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"results": results, "wall": time.perf_counter() - began, "failed": failures[0]}
+
+
+def generation_bench(quick: bool) -> None:
+    from modeling.checkpoint import load_checkpoint
+    from modeling.interop import export_transformers
+
+    load_before = os.getloadavg()
+    began = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="atencion-genload-"))
+    decoder = REPO / "checkpoints" / "decoder-dense"
+    export_transformers(load_checkpoint(decoder), work / "hf")
+    serve = [sys.executable, "-m", "atencion", "serve", "--decoder", str(decoder)]
+    configs = {
+        "atencion, continuous batching": (serve, {"ATENCION_MAX_RUNNING": "32"}),
+        "atencion, batch-1 engine": (serve, {"ATENCION_MAX_RUNNING": "1", "ATENCION_MAX_WAITING": "64"}),
+        BASELINE: ([sys.executable, "-m", "bench.load", "--generation-baseline", str(work / "hf")], {}),
+    }
+    counts = {1: 4, 8: 16, 32: 32} if quick else {1: 8, 8: 32, 32: 64}
+    rounds = 1 if quick else 2
+    processes, servers = [], {}
+    stats: dict[str, dict[int, dict]] = {name: {} for name in configs}
+    try:
+        for index, (name, (command, env)) in enumerate(configs.items()):
+            port = free_port()
+            processes.append(start([*command, "--port", str(port)], port, work / f"gen-{index}.log", env))
+            servers[name] = f"http://127.0.0.1:{port}"
+        for name, base in servers.items():  # warm-up
+            generation_round(base, 2, 1, streaming=name != BASELINE)
+        names = list(servers)
+        for c, total in counts.items():
+            runs: dict[str, list[dict]] = {name: [] for name in names}
+            for r in range(rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    per_client = max(1, total // rounds // c)
+                    runs[name].append(
+                        generation_round(servers[name], c, per_client, streaming=name != BASELINE)
+                    )
+            for name, parts in runs.items():
+                results = [x for part in parts for x in part["results"]]
+                first = sorted(x[0] for x in results)
+                stats[name][c] = {
+                    "tps": sum(x[2] for x in results) / sum(part["wall"] for part in parts),
+                    "p50": 1000 * statistics.median(first),
+                    "p99": 1000 * first[min(len(first) - 1, int(0.99 * len(first)))],
+                    "n": len(results),
+                    "failed": sum(part["failed"] for part in parts),
+                    "tokens": statistics.mean(x[2] for x in results),
+                }
+    finally:
+        for process in processes:
+            stop(process)
+    reference = "atencion, batch-1 engine"
+    lines = [
+        "| server | concurrency | requests | tokens/request | tokens/s | × batch-1 engine | p50 TTFT ms | p99 TTFT ms | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, by_c in stats.items():
+        for c, r in by_c.items():
+            ratio = r["tps"] / stats[reference][c]["tps"]
+            lines.append(
+                f"| {name} | {c} | {r['n']} | {r['tokens']:.1f} | {r['tps']:.1f} | {ratio:.2f} | {r['p50']:.0f} | "
+                f"{r['p99']:.0f} | {r['failed']} |"
+            )
+    minutes = (time.monotonic() - began) / 60
+    markdown = "\n".join(
+        [
+            "## Generation under load (bench/load.py --generation)",
+            "",
+            "Command: `python -m bench.load --generation`  ",
+            f"Machine: {machine()}  ",
+            f"Model: shipped decoder-dense; {NEW_TOKENS} new tokens, greedy, {len(GEN_PROMPTS)} prompts of mixed "
+            f"lengths in turn. Load average before the run: {load_before[0]:.2f}, after: {os.getloadavg()[0]:.2f}: "
+            "**the 2 cores are shared by 8 engineers' jobs, and the load generator runs beside the servers** — "
+            f"compare ratios; each server's share runs in interleaved rounds. Run took {minutes:.1f} min.",
+            "",
+            "All three servers run at once, one torch thread each for generation. atencion twice, same code and "
+            "weights: its continuous-batching engine (32 rows) and the same engine with one row (the batch-1 "
+            "engine). The baseline is transformers' `text-generation` pipeline in a plain FastAPI app (one "
+            "request at a time per thread of its pool). TTFT = time to first token, from sending the request to "
+            "the first streamed event (the baseline does not stream: its TTFT is the whole answer).",
+            "",
+            "\n".join(lines),
+        ]
+    )
+    print(markdown)
+    if not quick:
+        write_section("generation", markdown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests; print, don't write the report")
+    parser.add_argument("--generation", action="store_true", help="generation under load (its own section)")
+    parser.add_argument("--generation-baseline", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.generation_baseline:  # the child process: serve the generation baseline
+        import uvicorn
+
+        app = baseline_generation_app(args.generation_baseline)
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+        return
+    if args.generation:
+        generation_bench(args.quick)
+        return
     if args.baseline_server:  # the child process: serve the baseline
         import uvicorn
 

@@ -38,6 +38,7 @@ class Sampling:
     repetition_penalty: float = 1.0  # 1.0: off; > 1 discourages tokens already seen (CTRL)
     seed: int | None = None  # None: torch's global generator
     stop: tuple[str, ...] = ()  # stop once the generated text contains one of these strings
+    stop_in_text: bool = True  # the text ends with the stop string (TGI) or just before it (OpenAI)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, list):
@@ -58,6 +59,7 @@ class Sampling:
             "stop",
             "a list of non-empty strings",
         )
+        _check(isinstance(self.stop_in_text, bool), "stop_in_text", "true or false")
 
 
 def _is_int(value: object) -> bool:
@@ -84,13 +86,14 @@ class GeneratedToken:
     logprob: float
     special: bool
     finish_reason: str | None = None
-    top_logprobs: tuple[tuple[int, float], ...] = ()
+    top_logprobs: tuple[tuple[int, float], ...] = ()  # the most likely (id, logprob) pairs, when asked for
 
 
 # ---- one step: logits -> token -------------------------------------------------------------------------------
-def penalize_repetition(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
-    """CTRL's penalty on already-seen tokens: ``l / p`` where ``l > 0``, ``l * p`` otherwise. (…, V)."""
-    if penalty == 1.0:
+def penalize_repetition(logits: Tensor, seen: Tensor, penalty: float | Tensor) -> Tensor:
+    """CTRL's penalty on already-seen tokens: ``l / p`` where ``l > 0``, ``l * p`` otherwise. (…, V);
+    ``penalty`` a number or one per row ``(n, 1)`` (a penalty of 1 leaves a row exactly as it was)."""
+    if isinstance(penalty, float | int) and penalty == 1.0:
         return logits
     penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
     big = torch.finfo(logits.dtype).max  # a penalty near 0 (or huge) must not overflow a logit to ±inf
@@ -141,6 +144,23 @@ def choose_token(logits: Tensor, sampling: Sampling, generator: torch.Generator 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
 
 
+def pick_tokens(
+    logits: Tensor, seen: Tensor, samplings: list[Sampling], generators: list[torch.Generator | None]
+) -> tuple[Tensor, Tensor]:
+    """One step for n rows, each under its own settings: ``logits (n, V)``, ``seen (n, V)`` bool → the chosen
+    ids ``(n,)`` and the log-probabilities ``(n, V)`` (after the repetition penalty, before temperature and
+    truncation). Row r's result depends on row r alone: the same with 1 row or 32."""
+    logits = logits.float()
+    if any(s.repetition_penalty != 1.0 for s in samplings):
+        penalty = logits.new_tensor([s.repetition_penalty for s in samplings])[:, None]  # (n, 1)
+        logits = penalize_repetition(logits, seen, penalty)
+    tokens = logits.argmax(dim=-1)  # (n,)
+    for row, (sampling, generator) in enumerate(zip(samplings, generators, strict=True)):
+        if sampling.do_sample:
+            tokens[row] = choose_token(logits[row : row + 1], sampling, generator)[0]
+    return tokens, log_probs(logits)  # finite: JSON has no -inf
+
+
 # ---- the stream -----------------------------------------------------------------------------------------------
 class _Detokenizer:
     """Incremental text with constant work per token: decode a short window of ids twice, emit the difference.
@@ -173,6 +193,92 @@ def special_ids(tokenizer: Tokenizer) -> set[int]:
     return {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
 
 
+def check_prompt(prompt_ids: list[int], config: object) -> list[int]:
+    """The prompt as a list of ints, or a ValueError starting with ``prompt_ids:``."""
+    prompt_ids = [int(i) for i in prompt_ids]
+    if not prompt_ids:
+        raise ValueError("prompt_ids: the prompt is empty; start it with the BOS token at least")
+    if any(not 0 <= i < config.vocab_size for i in prompt_ids):
+        raise ValueError(f"prompt_ids: token ids must be in [0, {config.vocab_size})")
+    if len(prompt_ids) >= config.max_len:
+        raise ValueError(f"prompt_ids: {len(prompt_ids)} tokens leave no room under max_len {config.max_len}")
+    return prompt_ids
+
+
+class TokenText:
+    """One sequence's side after the token is chosen: its text, its stop strings and why it ends.
+
+    ``accept`` takes each chosen token and returns the tokens that may be sent now, in order. A token whose text
+    could be the start of a stop string is held back until the next tokens settle it, so a stop string split
+    across tokens never shows part of itself early; once it is complete, the held tokens go out with the text
+    cut after the stop string (``stop_in_text``) or before it, and the last carries ``stop_sequence``.
+    Text after a stop string is dropped. Without stop strings nothing is ever held.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, prompt_ids: list[int], sampling: Sampling, config: object, budget: int
+    ) -> None:
+        self.tokenizer, self.sampling, self.budget = tokenizer, sampling, budget
+        self.eos = config.eos_token_id
+        self.specials = special_ids(tokenizer)
+        self.detokenizer = _Detokenizer(tokenizer, prompt_ids)
+        self.held: list[GeneratedToken] = []
+        self.steps = 0
+        self.done = False
+
+    def accept(
+        self, token_id: int, logprob: float, top: tuple[tuple[int, float], ...] = ()
+    ) -> list[GeneratedToken]:
+        self.steps += 1
+        last = self.steps >= self.budget
+        special = token_id in self.specials
+        if special:
+            text = self.tokenizer.id_to_token(token_id) or ""
+        else:
+            text = self.detokenizer.add(token_id, final=last)
+        finish = "eos_token" if token_id == self.eos else ("length" if last else None)
+        self.held.append(GeneratedToken(token_id, text, logprob, special, None, top))
+        stops = self.sampling.stop
+        if stops and not special:
+            pending = "".join(t.text for t in self.held if not t.special)
+            found = [(pending.find(s), s) for s in stops if s in pending]
+            if found:
+                at, stop = min(found)
+                return self._release(at + len(stop) if self.sampling.stop_in_text else at, "stop_sequence")
+            if finish is None:
+                keep = max((k for s in stops for k in range(1, len(s)) if pending.endswith(s[:k])), default=0)
+                return self._release_before(len(pending) - keep)
+        if finish is not None:
+            return self._release(None, finish)
+        return self._release_before(None)
+
+    def _release(self, cut: int | None, finish: str) -> list[GeneratedToken]:
+        """Every held token, the text cut to ``cut`` characters (None: whole), the last one finishing."""
+        out, used = [], 0
+        for token in self.held:
+            text = token.text
+            if cut is not None and not token.special:
+                text = text[: max(0, cut - used)]
+                used += len(token.text)
+            out.append(GeneratedToken(token.id, text, token.logprob, token.special, None, token.top_logprobs))
+        last = out[-1]
+        out[-1] = GeneratedToken(last.id, last.text, last.logprob, last.special, finish, last.top_logprobs)
+        self.held, self.done = [], True
+        return out
+
+    def _release_before(self, safe: int | None) -> list[GeneratedToken]:
+        """The held tokens whose text lies wholly within the first ``safe`` characters (None: all)."""
+        if safe is None:
+            out, self.held = self.held, []
+            return out
+        out, used = [], 0
+        while self.held and (self.held[0].special or used + len(self.held[0].text) <= safe):
+            token = self.held.pop(0)
+            used += 0 if token.special else len(token.text)
+            out.append(token)
+        return out
+
+
 def stream_tokens(
     model: torch.nn.Module,
     tokenizer: Tokenizer,
@@ -186,51 +292,29 @@ def stream_tokens(
     Stops at the end-of-sequence token ("eos_token"), once the text contains a stop string
     ("stop_sequence"), or after ``max_new_tokens`` or at the model's ``max_len`` ("length").
     """
-    prompt_ids = [int(i) for i in prompt_ids]
     config = model.config
-    if not prompt_ids:
-        raise ValueError("prompt_ids: the prompt is empty; start it with the BOS token at least")
-    if any(not 0 <= i < config.vocab_size for i in prompt_ids):
-        raise ValueError(f"prompt_ids: token ids must be in [0, {config.vocab_size})")
-    if len(prompt_ids) >= config.max_len:
-        raise ValueError(f"prompt_ids: {len(prompt_ids)} tokens leave no room under max_len {config.max_len}")
+    prompt_ids = check_prompt(prompt_ids, config)
     generator = None
     if sampling.do_sample and sampling.seed is not None:
         generator = torch.Generator().manual_seed(sampling.seed)
     budget = min(sampling.max_new_tokens, config.max_len - len(prompt_ids))
-    specials = special_ids(tokenizer)
-    detokenizer = _Detokenizer(tokenizer, prompt_ids)
-    longest_stop = max((len(s) for s in sampling.stop), default=0)
+    text = TokenText(tokenizer, prompt_ids, sampling, config, budget)
     device = next(model.parameters()).device
 
     # inference mode is entered per step, never held across a yield: the consumer runs in its own mode
     with torch.inference_mode():
         cache = model.new_cache()
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, T)
-        seen = torch.zeros(config.vocab_size, dtype=torch.bool, device=device)
-        seen[ids[0]] = True
-    for step in range(budget):
+        seen = torch.zeros(1, config.vocab_size, dtype=torch.bool, device=device)
+        seen[0, ids[0]] = True
+    while not text.done:
         with torch.inference_mode():
-            logits = model.next_logits(ids, cache)[0].float()  # (V,)
-            logits = penalize_repetition(logits, seen, sampling.repetition_penalty)
-            token = choose_token(logits[None], sampling, generator)  # (1,)
-            token_id = int(token)
-            scored = token_logprob(log_probs(logits), token_id, top_n)
-            seen[token_id] = True
-        special = token_id in specials
-        finish = "eos_token" if token_id == config.eos_token_id else None
-        if special:
-            text = tokenizer.id_to_token(token_id) or ""
-        else:
-            text = detokenizer.add(token_id, final=step == budget - 1)
-            tail = detokenizer.text[-(len(text) + longest_stop) :] if text else ""
-            if any(stop in tail for stop in sampling.stop):
-                finish = "stop_sequence"
-        if finish is None and step == budget - 1:
-            finish = "length"
-        yield GeneratedToken(token_id, text, scored.logprob, special, finish, scored.top)
-        if finish is not None:
-            return
+            logits = model.next_logits(ids, cache)  # (1, V)
+            token, logprobs = pick_tokens(logits, seen, [sampling], [generator])
+            token_id = int(token[0])
+            scored = token_logprob(logprobs[0], token_id, top_n)
+            seen[0, token_id] = True
+        yield from text.accept(token_id, scored.logprob, scored.top)
         ids = token.view(1, 1)  # (1, 1)
 
 

@@ -1,7 +1,8 @@
 """The LitServe server: one LitAPI per endpoint, the middlewares, ``/info``, ``/metrics``, ``/ui`` — wiring only.
 
 Routes
-- ``POST /fill-mask`` (batched), ``POST /generate``, ``POST /generate_stream`` (SSE), ``POST /attention``;
+- ``POST /fill-mask`` (batched), ``POST /generate``, ``POST /generate_stream`` (SSE; both on one continuous-batching
+  engine per decoder, ``service.generate``), ``POST /attention``;
   an endpoint is there only when a model of its kind is served.
 - ``GET /health``: 200 once every inference worker has loaded its models, 503 before.
 - ``GET /info``: served models (config, reference, repo, revision, commit), device, limits, batching, version.
@@ -38,7 +39,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.staticfiles import StaticFiles
 
-from service import metrics, openai_api
+from service import generate, metrics, openai_api
 from service.attention_api import AttentionAPI
 from service.errors import (
     ApiKeyMiddleware,
@@ -47,7 +48,6 @@ from service.errors import (
     install_error_handlers,
 )
 from service.fill_mask import FillMaskAPI
-from service.generate import GenerateAPI, GenerateStreamAPI
 from service.models import Catalog, ServedModel, install_catalog
 from service.settings import Settings
 from service.supervision import SupervisedLitServer, SupervisionMiddleware
@@ -88,10 +88,10 @@ def build_apis(settings: Settings, models: list[ServedModel]) -> list[ls.LitAPI]
     if "encoder" in kinds:
         apis.append(FillMaskAPI(models, settings.limits, settings.max_batch_size, settings.batch_timeout))
     if "decoder" in kinds:
-        apis += [GenerateAPI(models, settings.limits), GenerateStreamAPI(models, settings.limits)]
         apis.append(openai_api.CompletionsAPI(models, settings.limits))  # /v1/…: service.openai_api
     apis.append(AttentionAPI(models, settings.limits))
-    workers = settings.workers_per_device * (len(apis) - 1) + 1  # the attention API has one worker
+    engines = 1 if "decoder" in kinds else 0  # the generation engines run in the API server process
+    workers = settings.workers_per_device * (len(apis) - 1) + 1 + engines  # the attention API has one worker
     for api in apis:
         api.threads = max(1, (os.cpu_count() or 1) // workers)  # no more torch threads than cores, in all
     return apis
@@ -114,7 +114,8 @@ def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) ->
         "batching": {"max_batch_size": settings.max_batch_size, "batch_timeout": settings.batch_timeout},
         "workers_per_device": settings.workers_per_device,
         "endpoints": [api.api_path for api in server.litapi_connector]
-        + list(openai_api.extra_paths(list(server.litapi_connector))),
+        + list(openai_api.extra_paths(list(server.litapi_connector)))
+        + [route for route in generate.ROUTES if any(m.kind == "decoder" for m in models)],
         "api_key_required": settings.api_key is not None,
     }
 
@@ -133,7 +134,14 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
         info_path="/litserve/info",
     )
     app = server.app
+    device = settings.accelerator
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = min(api.threads for api in apis)
     paths = tuple(api.api_path for api in apis) + openai_api.extra_paths(apis)
+    paths += generate.install(app, models, settings.limits, device, threads)
     install_error_handlers(app)
     openai_api.install_routes(app, apis)
     described = info(settings, models, server)

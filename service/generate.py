@@ -1,45 +1,44 @@
-"""``POST /generate`` and ``POST /generate_stream``: Text Generation Inference's shapes over ``stream_tokens``.
+"""``POST /generate`` and ``POST /generate_stream``: Text Generation Inference's shapes over the batching engine.
 
-Both run ``modeling.generation.stream_tokens`` (the prompt fills the KV cache once, then one length-1 forward
-per token). ``/generate`` collects the tokens into ``{"generated_text", "details"}``; ``/generate_stream``
+Both routes feed one ``service.engine.Engine`` per served decoder, running in the API server process (its
+docstring says why, and why not LitServe's ``ContinuousBatchingLoop``): a request joins the running batch at the
+next decode step. ``/generate`` collects the tokens into ``{"generated_text", "details"}``; ``/generate_stream``
 sends each token as a server-sent event ``data:{"index", "token", "generated_text": null, "details": null}``
-and a last one carrying ``generated_text`` and ``details`` (TGI has no ``[DONE]``). Once the stream has
-started its status is 200, so a failure mid-stream arrives as ``data:{"error", "error_type": "generation"}``.
+and a last one carrying ``generated_text`` and ``details`` (TGI has no ``[DONE]``). Once the stream has started
+its status is 200, so a failure mid-stream arrives as ``data:{"error", "error_type"}``.
 
-Requests are validated in the API process (``service.schemas``) before they are queued: a stream never starts
-for a bad request. Generation is not batched (sequences of different lengths would need per-row positions);
-more ``--workers-per-device`` run more requests at once.
+- A client that disconnects (stream or not) cancels its generation: its row leaves the batch before the next
+  decode step.
+- A full waiting queue (``ATENCION_MAX_WAITING``) answers 429 ``overloaded`` with ``Retry-After``.
+- ``ATENCION_REQUEST_TIMEOUT`` seconds after arrival a generation ends: 504 ``timeout`` (or a last ``timeout``
+  event on a stream), and its row is freed.
+
+Other routes (the OpenAI-compatible ones) use ``engine_for(name)`` and ``Engine.submit`` the same way.
 """
 
+from __future__ import annotations
+
+import asyncio
 import json
 import random
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-import litserve as ls
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from modeling.generation import GeneratedToken, Sampling, special_ids, stream_tokens
-from service.errors import InputError, error_response
-from service.metrics import BATCH_SIZE, FINISH_REASON, FIRST_TOKEN, GENERATED_TOKENS, INPUT_TOKENS
-from service.models import ServedModel, load_for_worker, model_name
+from modeling.generation import GeneratedToken, Sampling
+from service.engine import Engine, Generation, GenerationError, Overloaded
+from service.errors import InputError, error_body, error_response
+from service.metrics import EngineMetrics
+from service.models import ServedModel, load_for_worker
 from service.schemas import GenerateRequest, GenerateResponse
 from service.settings import Limits
 
-
-@dataclass
-class Job:
-    """A validated request, ready for the decoder."""
-
-    model: str
-    prompt: str
-    prompt_ids: list[int]
-    sampling: Sampling
-    return_full_text: bool
-    details: bool
-    received: float
-    top_n: int = 0  # TGI's top_n_tokens
+ROUTES = ("/generate", "/generate_stream")
+_ENGINES: dict[str, Engine] = {}
+STATUS = {"timeout": 504, "generation": 424, "shutdown": 503, "cancelled": 499}
 
 
 def sampling_of(request: GenerateRequest) -> Sampling:
@@ -63,167 +62,179 @@ def token_dict(token: GeneratedToken) -> dict[str, Any]:
     return {"id": token.id, "text": token.text, "logprob": token.logprob, "special": token.special}
 
 
-def top_tokens(tokenizer: Any, token: GeneratedToken) -> list[dict[str, Any]]:
-    """TGI's ``top_tokens`` of one step: the most likely tokens, each as a ``Token``."""
-    specials = special_ids(tokenizer)
-    return [
-        {
-            "id": i,
-            "text": tokenizer.decode([i], skip_special_tokens=False),
-            "logprob": v,
-            "special": i in specials,
-        }
-        for i, v in token.top_logprobs
-    ]
-
-
-class _Decoding(ls.LitAPI):
-    """Shared by both routes: load the decoders, turn a request into a ``Job``, run the token stream."""
-
-    route = "/generate"
-
-    def __init__(self, models: list[ServedModel], limits: Limits, stream: bool) -> None:
-        super().__init__(max_batch_size=1, api_path=self.route, stream=stream)
-        self.served = [m for m in models if m.kind == "decoder"]
-        self.limits = limits
-        self.threads = 1  # torch threads in the worker; service.app sets it from the core count
-
-    def setup(self, device: str) -> None:
-        self.checkpoints = load_for_worker(self.served, "decoder", device, self.threads)
-
-    def job(self, request: GenerateRequest) -> Job:
-        name = model_name(self.checkpoints, request.model, "decoder")
-        checkpoint = self.checkpoints[name]
-        ids = checkpoint.tokenizer.encode(request.inputs).ids
-        cap = min(self.limits.max_input_tokens, checkpoint.config.max_len - 1)
-        if len(ids) > cap:  # checked in the API process too; the worker never trusts its queue
-            raise InputError(f"inputs: {len(ids)} tokens, more than the {cap} allowed", 413, "too_long")
-        p = request.parameters
-        return Job(
-            name,
-            request.inputs,
-            ids,
-            sampling_of(request),
-            p.return_full_text,
-            p.details,
-            request.received,
-            p.top_n_tokens or 0,
-        )
-
-    def tokens(self, job: Job) -> Iterator[GeneratedToken]:
-        """The token stream, with the metrics every generation reports."""
-        BATCH_SIZE.labels(path=self.route).observe(1)
-        INPUT_TOKENS.labels(path=self.route).inc(len(job.prompt_ids))
-        checkpoint = self.checkpoints[job.model]
-        count = 0
-        tokenizer = checkpoint.tokenizer
-        for token in stream_tokens(checkpoint.model, tokenizer, job.prompt_ids, job.sampling, job.top_n):
-            if count == 0:
-                FIRST_TOKEN.labels(path=self.route).observe(max(0.0, time.time() - job.received))
-            count += 1
-            GENERATED_TOKENS.labels(path=self.route).inc()
-            if token.finish_reason:
-                FINISH_REASON.labels(reason=token.finish_reason).inc()
-            yield token
-
-    @staticmethod
-    def text_of(job: Job, tokens: list[GeneratedToken]) -> str:
-        text = "".join(t.text for t in tokens if not t.special)
-        return job.prompt + text if job.return_full_text else text
-
-    @staticmethod
-    def details_of(job: Job, tokens: list[GeneratedToken]) -> dict[str, Any]:
-        return {
-            "finish_reason": tokens[-1].finish_reason if tokens else "length",
-            "generated_tokens": len(tokens),
-            "seed": job.sampling.seed,
-        }
-
-
-class GenerateAPI(_Decoding):
-    """``POST /generate``: the whole answer at once."""
-
-    route = "/generate"
-
-    def __init__(self, models: list[ServedModel], limits: Limits) -> None:
-        super().__init__(models, limits, stream=False)
-
-    def decode_request(self, request: GenerateRequest) -> Job | InputError:
-        try:
-            return self.job(request)
-        except InputError as error:
-            return error
-
-    def predict(self, job: Job | InputError) -> dict[str, Any] | InputError:
-        if isinstance(job, InputError):
-            return job
-        try:
-            tokens = list(self.tokens(job))
-        except ValueError as error:  # stream_tokens' own checks (prompt too long for the model, …)
-            return InputError(str(error), 422, "validation")
-        answer: dict[str, Any] = {"generated_text": self.text_of(job, tokens)}
-        if job.details:
-            answer["details"] = {
-                **self.details_of(job, tokens),
-                "prefill": [],
-                "tokens": [token_dict(t) for t in tokens],
-            }
-            if job.top_n:
-                tokenizer = self.checkpoints[job.model].tokenizer
-                answer["details"]["top_tokens"] = [top_tokens(tokenizer, t) for t in tokens]
-        return answer
-
-    def encode_response(self, output: dict[str, Any] | InputError) -> GenerateResponse:
-        if isinstance(output, InputError):
-            return error_response(output)
-        return output
-
-
 def event(data: dict[str, Any]) -> str:
     """One server-sent event."""
     return "data:" + json.dumps(data, ensure_ascii=False) + "\n\n"
 
 
-class GenerateStreamAPI(_Decoding):
-    """``POST /generate_stream``: one server-sent event per token (TGI)."""
+# ---- the engines ----------------------------------------------------------------------------------------------
+def engine_for(name: str | None) -> Engine:
+    """The running engine of decoder ``name`` (None: the first served), or an ``InputError`` 404."""
+    if not _ENGINES:
+        raise InputError("no decoder is being served", 404, "unknown_model")
+    name = name or next(iter(_ENGINES))
+    if name not in _ENGINES:
+        raise InputError(
+            f"model: unknown decoder {name!r}; served: {', '.join(_ENGINES)}", 404, "unknown_model"
+        )
+    return _ENGINES[name]
 
-    route = "/generate_stream"
 
-    def __init__(self, models: list[ServedModel], limits: Limits) -> None:
-        super().__init__(models, limits, stream=True)
+def start_engines(models: list[ServedModel], limits: Limits, device: str, threads: int) -> None:
+    """Load every served decoder and start its engine (in the API server process)."""
+    checkpoints = load_for_worker(models, "decoder", device, threads)
+    for name, checkpoint in checkpoints.items():
+        _ENGINES[name] = Engine(
+            checkpoint.model, checkpoint.tokenizer, max_running=limits.max_running,
+            max_waiting=limits.max_waiting, threads=threads, observer=EngineMetrics(name), name=name,
+        ).start()  # fmt: skip
 
-    def decode_request(self, request: GenerateRequest) -> Job | InputError:
+
+def stop_engines() -> None:
+    for engine in _ENGINES.values():
+        engine.stop()
+    _ENGINES.clear()
+
+
+def install(
+    app: FastAPI, models: list[ServedModel], limits: Limits, device: str, threads: int
+) -> tuple[str, ...]:
+    """Add the two routes to ``app`` and start the engines with the API server (its lifespan); returns the paths."""
+    decoders = [m for m in models if m.kind == "decoder"]
+    if not decoders:
+        return ()
+    served = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[Any]:
+        await asyncio.to_thread(start_engines, decoders, limits, device, threads)
         try:
-            return self.job(request)
-        except InputError as error:
-            return error
+            async with served(application) as state:
+                yield state
+        finally:
+            await asyncio.to_thread(stop_engines)
 
-    def predict(self, job: Job | InputError) -> Iterator[str]:
-        if isinstance(job, InputError):
-            yield event({"error": job.message, "error_type": job.error_type})
+    app.router.lifespan_context = lifespan
+    timeout = float(limits.request_timeout) or None
+
+    async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
+        """Generate text for ``inputs`` (TGI's ``/generate``)."""
+        started = _submit(body, "/generate", timeout)
+        if isinstance(started, Response):
+            return started
+        generation, prompt = started
+        collect = asyncio.ensure_future(_collect(generation))
+        gone = asyncio.ensure_future(_disconnected(request))
+        await asyncio.wait({collect, gone}, return_when=asyncio.FIRST_COMPLETED)
+        gone.cancel()
+        if not collect.done():  # the client left: stop generating for nobody
+            generation.cancel()
+            collect.cancel()
+            return Response(status_code=499)
+        try:
+            tokens = collect.result()
+        except GenerationError as error:
+            return JSONResponse(error_body(str(error), error.kind), status_code=STATUS.get(error.kind, 500))
+        p = body.parameters
+        answer: dict[str, Any] = {
+            "generated_text": _text(prompt, tokens, p.return_full_text),
+            "details": None,
+        }
+        if p.details:
+            answer["details"] = {
+                **_details(generation, tokens),
+                "prefill": [],
+                "tokens": [token_dict(t) for t in tokens],
+            }
+        return JSONResponse(answer)
+
+    async def generate_stream(body: GenerateRequest, request: Request) -> Response:
+        """Stream tokens as server-sent events (TGI's ``/generate_stream``)."""
+        started = _submit(body, "/generate_stream", timeout)
+        if isinstance(started, Response):
+            return started
+        generation, prompt = started
+        return StreamingResponse(
+            _events(generation, prompt, body.parameters.return_full_text, request),
+            media_type="text/event-stream",
+        )
+
+    app.add_api_route("/generate", generate, methods=["POST"], response_model=GenerateResponse)
+    app.add_api_route("/generate_stream", generate_stream, methods=["POST"], response_class=StreamingResponse)
+    return ROUTES
+
+
+def _submit(body: GenerateRequest, route: str, timeout: float | None) -> tuple[Generation, str] | Response:
+    try:
+        engine = engine_for(body.model)
+        ids = engine.tokenizer.encode(body.inputs).ids
+        generation = engine.submit(ids, sampling_of(body), route=route, timeout=timeout)
+    except InputError as error:
+        return error_response(error)
+    except ValueError as error:  # the engine's own checks (prompt too long for the model, …)
+        return JSONResponse(error_body(str(error), "validation"), status_code=422)
+    except Overloaded as error:
+        headers = {"Retry-After": str(error.retry_after)}
+        return JSONResponse(error_body(str(error), "overloaded"), status_code=429, headers=headers)
+    except GenerationError as error:
+        return JSONResponse(error_body(str(error), error.kind), status_code=STATUS.get(error.kind, 503))
+    return generation, body.inputs
+
+
+async def _collect(generation: Generation) -> list[GeneratedToken]:
+    return [token async for token in generation]
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the ASGI server's ``http.disconnect``)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
             return
-        tokens: list[GeneratedToken] = []
-        try:
-            for index, token in enumerate(self.tokens(job)):
-                tokens.append(token)
-                last = token.finish_reason is not None
-                yield event(
-                    {
-                        "index": index,
-                        "token": token_dict(token),
-                        "top_tokens": top_tokens(self.checkpoints[job.model].tokenizer, token)
-                        if job.top_n
-                        else None,
-                        "generated_text": self.text_of(job, tokens) if last else None,
-                        "details": {**self.details_of(job, tokens), "input_length": len(job.prompt_ids)}
-                        if last
-                        else None,
-                    }
-                )
-        except Exception as error:  # the status line is already sent: report it in the stream
-            yield event({"error": f"generation failed: {error}", "error_type": "generation"})
 
-    def encode_response(
-        self, outputs: Iterator[str]
-    ):  # no return hint: LitServe would make it a response model
-        yield from outputs
+
+async def _events(
+    generation: Generation, prompt: str, full_text: bool, request: Request
+) -> AsyncIterator[str]:
+    gone = asyncio.ensure_future(_disconnected(request))
+    gone.add_done_callback(lambda _: generation.cancel())
+    tokens: list[GeneratedToken] = []
+    try:
+        async for token in generation:
+            tokens.append(token)
+            last = token.finish_reason is not None
+            yield event(
+                {
+                    "index": len(tokens) - 1,
+                    "token": token_dict(token),
+                    "top_tokens": None,
+                    "generated_text": _text(prompt, tokens, full_text) if last else None,
+                    "details": {
+                        **_details(generation, tokens),
+                        "input_length": len(generation.sequence.prompt_ids),
+                    }
+                    if last
+                    else None,
+                }
+            )
+    except GenerationError as error:
+        if error.kind != "cancelled":
+            yield event({"error": str(error), "error_type": error.kind})
+    except Exception as error:  # noqa: BLE001 — the status line is already sent: report it in the stream
+        yield event({"error": f"generation failed: {error}", "error_type": "generation"})
+    finally:
+        gone.cancel()
+        generation.cancel()
+
+
+def _text(prompt: str, tokens: list[GeneratedToken], full_text: bool) -> str:
+    text = "".join(t.text for t in tokens if not t.special)
+    return prompt + text if full_text else text
+
+
+def _details(generation: Generation, tokens: list[GeneratedToken]) -> dict[str, Any]:
+    return {
+        "finish_reason": tokens[-1].finish_reason if tokens else "length",
+        "generated_tokens": len(tokens),
+        "seed": generation.sequence.sampling.seed,
+    }

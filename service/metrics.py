@@ -4,7 +4,12 @@ The names are a contract with the dashboard and the viewer (do not rename):
 ``atencion_requests_total{path,status}``, ``atencion_request_duration_seconds{path}``,
 ``atencion_batch_size{path}``, ``atencion_input_tokens_total{path}``, ``atencion_generated_tokens_total{path}``,
 ``atencion_time_to_first_token_seconds{path}``, ``atencion_finish_reason_total{reason}``,
-``atencion_model_info{model,kind,revision}``.
+``atencion_model_info{model,kind,revision}``; and the generation engine's (``service.engine``), per model and
+route: ``atencion_generation_running{model}`` / ``…_waiting{model}`` (gauges: sequences in the running batch /
+in its queue), ``atencion_generation_queue_seconds``, ``…_time_to_first_token_seconds``,
+``…_time_per_output_token_seconds`` (histograms), ``atencion_generation_prompt_tokens_total``,
+``…_generated_tokens_total``, ``…_ended_total{reason}`` (counters), ``atencion_generation_batch_size{model}``
+(rows in each decode step). docs/deploy.md says what each one measures.
 
 prometheus_client's multiprocess mode reads ``PROMETHEUS_MULTIPROC_DIR`` when it is first imported, so
 ``service.settings.prepare_multiprocess_dir`` must run before this module (or anything importing prometheus_client) is imported;
@@ -49,6 +54,44 @@ FIRST_TOKEN = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 FINISH_REASON = Counter("atencion_finish_reason_total", "why generation stopped", ["reason"])
+GEN_LABELS = ["model", "path"]
+GEN_RUNNING = Gauge(
+    "atencion_generation_running", "sequences in the running batch", ["model"], multiprocess_mode="livesum"
+)
+GEN_WAITING = Gauge(
+    "atencion_generation_waiting",
+    "requests waiting to join the batch",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+GEN_QUEUE = Histogram(
+    "atencion_generation_queue_seconds",
+    "from submission to joining the batch (prefill start)",
+    GEN_LABELS,
+    buckets=LATENCY_BUCKETS,
+)
+GEN_FIRST_TOKEN = Histogram(
+    "atencion_generation_time_to_first_token_seconds",
+    "from submission to the first token sent",
+    GEN_LABELS,
+    buckets=LATENCY_BUCKETS,
+)
+GEN_PER_TOKEN = Histogram(
+    "atencion_generation_time_per_output_token_seconds",
+    "between consecutive tokens sent of one sequence",
+    GEN_LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+GEN_PROMPT_TOKENS = Counter("atencion_generation_prompt_tokens_total", "prompt tokens prefilled", GEN_LABELS)
+GEN_TOKENS = Counter("atencion_generation_generated_tokens_total", "tokens generated and sent", GEN_LABELS)
+GEN_ENDED = Counter(
+    "atencion_generation_ended_total",
+    "sequences that left the engine, by reason (length, eos_token, stop_sequence, cancelled, timeout, generation)",
+    [*GEN_LABELS, "reason"],
+)
+GEN_BATCH = Histogram(
+    "atencion_generation_batch_size", "rows in each decode step", ["model"], buckets=BATCH_BUCKETS
+)
 MODEL_INFO = Gauge(
     "atencion_model_info", "served models (value 1)", ["model", "kind", "revision"], multiprocess_mode="max"
 )
@@ -109,3 +152,44 @@ class MetricsMiddleware:
             await self.app(scope, receive, counted_send)
         finally:
             record()
+
+
+class EngineMetrics:
+    """``service.engine.Observer`` for one served decoder: the generation metrics above, plus the older
+    per-route ones (input/generated tokens, time to first token, finish reasons)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def queued(self, route: str, waiting: int) -> None:
+        GEN_WAITING.labels(model=self.model).set(waiting)
+
+    def started(
+        self, route: str, queue_seconds: float, prompt_tokens: int, running: int, waiting: int
+    ) -> None:
+        GEN_QUEUE.labels(model=self.model, path=route).observe(queue_seconds)
+        GEN_PROMPT_TOKENS.labels(model=self.model, path=route).inc(prompt_tokens)
+        INPUT_TOKENS.labels(path=route).inc(prompt_tokens)
+        GEN_RUNNING.labels(model=self.model).set(running)
+        GEN_WAITING.labels(model=self.model).set(waiting)
+
+    def tokens(
+        self, route: str, count: int, first_token_seconds: float | None, per_token: float | None
+    ) -> None:
+        GEN_TOKENS.labels(model=self.model, path=route).inc(count)
+        GENERATED_TOKENS.labels(path=route).inc(count)
+        if first_token_seconds is not None:
+            GEN_FIRST_TOKEN.labels(model=self.model, path=route).observe(first_token_seconds)
+            FIRST_TOKEN.labels(path=route).observe(first_token_seconds)
+        if per_token is not None:
+            GEN_PER_TOKEN.labels(model=self.model, path=route).observe(per_token)
+
+    def step(self, rows: int) -> None:
+        GEN_BATCH.labels(model=self.model).observe(rows)
+
+    def ended(self, route: str, reason: str, running: int, waiting: int) -> None:
+        GEN_ENDED.labels(model=self.model, path=route, reason=reason).inc()
+        if reason in ("length", "eos_token", "stop_sequence"):
+            FINISH_REASON.labels(reason=reason).inc()
+        GEN_RUNNING.labels(model=self.model).set(running)
+        GEN_WAITING.labels(model=self.model).set(waiting)

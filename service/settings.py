@@ -42,6 +42,9 @@ class Limits:
     max_batch_inputs: int = 32  # strings in one fill-mask request's "inputs" list
     max_attention_cells: int = 4_000_000  # layers × heads × tokens² a single /attention answer may carry
     max_concurrent_requests: int = 256  # requests in flight per API process; more get 429 (TGI's behaviour)
+    max_running: int = 32  # sequences each decoder's engine generates at once (its running batch)
+    max_waiting: int = 64  # requests queued per decoder beyond the free rows; more get 429 with Retry-After
+    request_timeout: int = 0  # seconds a generation may take from arrival; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class Settings:
             ("max_batch_inputs", 1),
             ("max_attention_cells", 1),
             ("max_concurrent_requests", 1),
+            ("max_running", 1),
+            ("max_waiting", 0),
+            ("request_timeout", 0),
         ):
             value = getattr(self.limits, name)
             _check(value >= low, name, f"ATENCION_{name.upper()}", f"must be >= {low}, got {value}")

@@ -169,7 +169,7 @@ def container_environment(tiny_checkpoints: Path, port: int, hf_home: Path) -> d
     compose_env = resolved_compose(models)["services"]["atencion"]["environment"]
     env = dockerfile_env(dockerfile_instructions()) | {k: str(v) for k, v in compose_env.items()}
     env |= {"ATENCION_HOST": "127.0.0.1", "ATENCION_PORT": str(port), "HF_HOME": str(hf_home)}
-    env |= {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL")}
+    env |= {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH")}
     return env
 
 

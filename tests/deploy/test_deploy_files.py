@@ -147,7 +147,7 @@ def test_prometheus_config_is_valid():
         ["promtool", "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout  # alerts.yml is loaded and valid
+    assert "SUCCESS: 5 rules found" in result.stdout  # alerts.yml is loaded and valid
     scrape = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"][0]
     assert scrape["metrics_path"] == "/metrics"
     assert scrape["dns_sd_configs"][0]["names"] == ["atencion", "atencion-gpu"]  # the compose service names
@@ -212,6 +212,15 @@ def test_dashboard_queries_only_agreed_metric_families():
         "atencion_time_to_first_token_seconds",
         "atencion_finish_reason_total",
         "atencion_model_info",
+        "atencion_generation_running",
+        "atencion_generation_waiting",
+        "atencion_generation_batch_size",
+        "atencion_generation_queue_seconds",
+        "atencion_generation_time_to_first_token_seconds",
+        "atencion_generation_time_per_output_token_seconds",
+        "atencion_generation_prompt_tokens_total",
+        "atencion_generation_generated_tokens_total",
+        "atencion_generation_ended_total",
     }
     queried = set().union(*(promql_metric_names(e) for e in dashboard_expressions(dashboard)))
     families = {re.sub(r"_(bucket|sum|count)$", "", name) for name in queried}
@@ -246,7 +255,13 @@ def test_alerting_rules_fire_when_they_should():
 
 def test_alerting_rules_query_only_agreed_metrics():
     names = set().union(*(promql_metric_names(e) for e in alert_expressions()))
-    assert names == {"up", "atencion_requests_total", "atencion_request_duration_seconds_bucket"}
+    assert names == {
+        "up",
+        "atencion_requests_total",
+        "atencion_request_duration_seconds_bucket",
+        "atencion_generation_waiting",
+        "atencion_generation_time_to_first_token_seconds_bucket",
+    }
 
 
 def test_docs_document_every_setting_and_their_yaml_parses():

@@ -317,3 +317,59 @@ def test_the_consumer_does_not_run_in_inference_mode(decoder) -> None:
         for _ in stream_tokens(decoder, tiny_tokenizer(), [1, 5], Sampling(max_new_tokens=3))
     ]
     assert modes == [False, False, False]
+
+
+# ---- stop strings that span tokens ------------------------------------------------------------------------------
+def _pieces_tokenizer() -> Tokenizer:
+    """Tokens are text pieces joined as they are, so a stop string can start inside one token and end in another."""
+    from tokenizers import decoders
+
+    pieces = ["<pad>", "<s>", "</s>", "he", "llo", " wo", "rld", "!", "l"]
+    tokenizer = Tokenizer(models.WordLevel({p: i for i, p in enumerate(pieces)}, unk_token="<pad>"))
+    tokenizer.decoder = decoders.Fuse()
+    tokenizer.add_special_tokens(pieces[:3])
+    return tokenizer
+
+
+def _feed(script: list[str], sampling: Sampling) -> list[list]:
+    """What ``TokenText.accept`` releases after each token of ``script``."""
+    from modeling.generation import TokenText
+
+    tokenizer = _pieces_tokenizer()
+    config = DecoderConfig(vocab_size=9, d_model=8, n_layers=1, n_heads=1, d_ff=8, max_len=64, eos_token_id=2)
+    text = TokenText(tokenizer, [1], sampling, config, budget=len(script))
+    released = []
+    for piece in script:
+        if text.done:  # the engine and stream_tokens stop feeding here
+            break
+        released.append(text.accept(tokenizer.token_to_id(piece), -1.0))
+    return released
+
+
+def test_a_stop_string_split_across_tokens_never_shows_early() -> None:
+    released = _feed(["he", "llo", " wo", "rld"], Sampling(stop=("lo wo",)))
+    assert [[t.text for t in r] for r in released[:3]] == [["he"], [], ["llo", " wo"]]  # "llo" held, then cut
+    assert released[2][-1].finish_reason == "stop_sequence"
+    openai = _feed(["he", "llo", " wo", "rld"], Sampling(stop=("lo wo",), stop_in_text=False))
+    assert (
+        "".join(t.text for r in openai for t in r) == "hel" and openai[2][-1].finish_reason == "stop_sequence"
+    )
+
+
+def test_a_held_prefix_that_is_no_stop_goes_out_with_the_next_token() -> None:
+    released = _feed(["he", "llo", "!", "l"], Sampling(stop=("lo wo",)))
+    assert [[t.text for t in r] for r in released] == [["he"], [], ["llo", "!"], ["l"]]
+    assert released[-1][-1].finish_reason == "length"  # the budget flushes what is held
+
+
+def test_the_end_token_flushes_held_text() -> None:
+    released = _feed(["llo", "</s>"], Sampling(stop=("lo wo",)))
+    assert released[0] == [] and [t.text for t in released[1]] == ["llo", "</s>"]
+    assert released[1][-1].finish_reason == "eos_token" and released[1][-1].special
+
+
+def test_text_after_the_stop_string_is_dropped() -> None:
+    released = _feed(["he", "llo", " wo"], Sampling(stop=("hel",)))
+    assert [t.text for r in released for t in r] == ["he", "l"] and released[1][
+        -1
+    ].finish_reason == "stop_sequence"

@@ -1,0 +1,459 @@
+"""Continuous batching for decoders (Yu et al. 2022, Orca's iteration-level scheduling): one running batch per
+served decoder, shared by every generation route.
+
+    submit ─▶ waiting (bounded: full → Overloaded, a 429 with Retry-After)
+                 │ at the next step, while a row is free
+                 ▼
+             prefill (the prompt alone into its cache row; its first token goes out at once)
+                 │
+                 ▼
+             running ──▶ one decode step for all rows, each at its own position ──▶ tokens out
+                 │ finished / stop string / cancelled / past its time limit: leaves before the next step
+                 ▼
+             row freed (the last row moves into the gap, so the running rows are always 0 … n − 1)
+
+Each row has its own KV-cache row and position (``modeling.kv_cache``: a preallocated cache, written at per-row
+positions, read through a span that covers the longest row), its own sampling settings, seen tokens (repetition
+penalty), seeded generator, detokenizer and stop strings (``modeling.generation.pick_tokens`` / ``TokenText``,
+the very code of the one-sequence loop ``stream_tokens``), so a request's tokens do not depend on its
+batch-mates. Sparse decoders take each row's mask from the layout at the row's own position.
+
+Where it runs, and why not LitServe's ``ContinuousBatchingLoop``: the scheduler is one thread in the API
+server process; the routes (``/generate``, ``/generate_stream``, the OpenAI routes) call ``Engine.submit`` and
+read tokens from the returned ``Generation`` (an async iterator) on the event loop. LitServe 0.2.19's loop
+was read and not used: it serves one streaming LitAPI, so each route would get its own worker process, its own
+model copy and its own batch (the routes would compete for the cores instead of sharing a batch); its
+requests reach the worker through a queue with no way back for "the client left", so a cancelled request could
+not leave the batch; it polls and spins while idle; its waiting list is unbounded (no 429); and
+``DefaultContinuousBatchingLoop.add_request`` does not accept the arguments the loop passes it, so it fails
+on the first request. In-process, a disconnect is a method call (``Generation.cancel``), the waiting queue
+is a counted list, and the thread sleeps on a condition variable when there is nothing to do. The price: the
+decode steps share the API process with the event loop (PyTorch releases the GIL inside its kernels), and the
+batch lives in one API process (``atencion serve`` runs one).
+
+Usage::
+
+    engine = Engine(model, tokenizer, max_running=32, max_waiting=64).start()
+    generation = engine.submit(prompt_ids, Sampling(max_new_tokens=16), route="/generate", timeout=60)
+    async for token in generation:   # GeneratedToken; the last has finish_reason; errors raise GenerationError
+        ...
+    generation.cancel()              # the client left: its row is freed before the next step
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from tokenizers import Tokenizer
+
+from modeling.generation import GeneratedToken, Sampling, TokenText, check_prompt, pick_tokens
+
+
+class Overloaded(Exception):
+    """The waiting queue is full; ``retry_after`` is a guess, in whole seconds, of when a place frees up."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GenerationError(Exception):
+    """A generation ended without finishing: ``kind`` is ``timeout`` (its time limit), ``generation`` (the model
+    failed), ``cancelled`` (``Generation.cancel``) or ``shutdown`` (the engine stopped)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Observer(Protocol):
+    """What the engine reports, for metrics (``service.metrics.EngineMetrics``); every method is optional work."""
+
+    def queued(self, route: str, waiting: int) -> None: ...
+    def started(
+        self, route: str, queue_seconds: float, prompt_tokens: int, running: int, waiting: int
+    ) -> None: ...
+    def tokens(
+        self, route: str, count: int, first_token_seconds: float | None, per_token: float | None
+    ) -> None: ...
+    def step(self, rows: int) -> None: ...
+    def ended(self, route: str, reason: str, running: int, waiting: int) -> None: ...
+
+
+class _Silent:
+    def queued(self, *args: object) -> None:
+        pass
+
+    started = tokens = step = ended = queued
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """One request, waiting or in a row of the running batch."""
+
+    id: int
+    prompt_ids: list[int]
+    sampling: Sampling
+    route: str
+    top_logprobs: int
+    deadline: float | None
+    submitted: float
+    generation: Generation
+    generator: torch.Generator | None = None
+    text: TokenText | None = None
+    length: int = 0  # positions in its cache row
+    next_id: int = 0  # the token to feed at position ``length``
+    sent: int = 0  # tokens delivered
+    last_token_at: float = 0.0
+    end: str | None = None  # why it leaves: a finish reason, "cancelled", "timeout", "generation"
+
+
+class Generation:
+    """A submitted request's tokens: ``async for`` (or ``for``, outside an event loop) over ``GeneratedToken``s;
+    the last one carries ``finish_reason``. A time limit or a model failure raises ``GenerationError``."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._engine = engine
+        self._loop = loop
+        self._async: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
+        self._sync: queue.SimpleQueue = queue.SimpleQueue()
+        self.cancelled = False
+        self.sequence: _Sequence | None = None
+
+    def cancel(self) -> None:
+        """Stop generating (the client left): the row is freed before the next decode step, and a consumer still
+        waiting on this generation gets ``GenerationError(kind="cancelled")``."""
+        if not self.cancelled:
+            self.cancelled = True
+            self._put(GenerationError("the generation was cancelled", "cancelled"))
+            self._engine._wake()
+
+    def _put(self, item: GeneratedToken | GenerationError) -> None:
+        if self._loop is None:
+            self._sync.put(item)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._async.put_nowait, item)
+        except RuntimeError:  # the event loop is gone: nobody is listening
+            self.cancelled = True
+            self._engine._wake()
+
+    def __aiter__(self) -> AsyncIterator[GeneratedToken]:
+        return self._iterate_async()
+
+    async def _iterate_async(self) -> AsyncIterator[GeneratedToken]:
+        if self._async is None:
+            raise RuntimeError("Generation: submitted outside an event loop; iterate it with a plain for")
+        try:
+            while True:
+                item = await self._async.get()
+                if isinstance(item, GenerationError):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            self.cancel()  # the consumer stopped early (disconnect, exception): free the row
+
+    def __iter__(self) -> Iterator[GeneratedToken]:
+        if self._loop is not None:
+            raise RuntimeError("Generation: submitted inside an event loop; iterate it with async for")
+        try:
+            while True:
+                item = self._sync.get()
+                if isinstance(item, GenerationError):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            self.cancel()
+
+
+@dataclass
+class _Stats:
+    """Recent generation times, for Retry-After."""
+
+    seconds: deque = field(default_factory=lambda: deque(maxlen=64))
+
+    def mean(self) -> float:
+        return sum(self.seconds) / len(self.seconds) if self.seconds else 1.0
+
+
+class Engine:
+    """The running batch of one decoder (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        max_running: int = 32,
+        max_waiting: int = 64,
+        threads: int | None = None,
+        observer: Observer | None = None,
+        name: str = "decoder",
+    ) -> None:
+        if max_running < 1 or max_waiting < 0:
+            raise ValueError("Engine: max_running must be >= 1 and max_waiting >= 0")
+        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self.config = model.config
+        self.max_running, self.max_waiting, self.threads = max_running, max_waiting, threads
+        self.observer = observer or _Silent()
+        self.device = next(model.parameters()).device
+        self._waiting: deque[_Sequence] = deque()
+        self._running: list[_Sequence] = []
+        self._condition = threading.Condition()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._stats = _Stats()
+        self.generated_tokens = 0  # every token delivered so far (a counter for tests and metrics)
+        self.steps = 0  # decode steps run
+        with torch.inference_mode():
+            self._cache = model.preallocated_cache(max_running)
+            self._seen = torch.zeros(
+                max_running, self.config.vocab_size, dtype=torch.bool, device=self.device
+            )
+
+    # ---- the API ----------------------------------------------------------------------------------------------
+    def start(self) -> Engine:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=f"engine-{self.name}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the scheduler; every waiting and running request ends with a ``shutdown`` error."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        *,
+        route: str = "",
+        timeout: float | None = None,
+        top_logprobs: int = 0,
+    ) -> Generation:
+        """Queue a request; it joins the running batch at the next step. Raises ``ValueError`` for a prompt the
+        model cannot take (message starting with ``prompt_ids:``) and ``Overloaded`` when the queue is full.
+        ``timeout``: seconds from now after which the generation ends with a ``timeout`` error."""
+        prompt_ids = check_prompt(prompt_ids, self.config)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        generation = Generation(self, loop)
+        now = time.monotonic()
+        sequence = _Sequence(
+            next(self._ids), prompt_ids, sampling, route, top_logprobs,
+            None if not timeout else now + timeout, now, generation,
+        )  # fmt: skip
+        generation.sequence = sequence
+        with self._condition:
+            if self._stopping:
+                raise GenerationError("the engine has stopped", "shutdown")
+            free = self.max_running - len(self._running)
+            if len(self._waiting) >= self.max_waiting + max(0, free):
+                raise Overloaded(
+                    f"model {self.name}: {len(self._waiting)} requests are waiting and "
+                    f"{len(self._running)} generating; try again later",
+                    self.retry_after(),
+                )
+            self._waiting.append(sequence)
+            self.observer.queued(route, len(self._waiting))
+            self._condition.notify_all()
+        return generation
+
+    def retry_after(self) -> int:
+        """Seconds until a place is likely to free up: the queue ahead, served ``max_running`` at a time."""
+        rounds = (len(self._waiting) + 1) / self.max_running
+        return max(1, math.ceil(rounds * self._stats.mean()))
+
+    # ---- the scheduler thread -------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        with self._condition:
+            self._condition.notify_all()
+
+    def _loop(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        while True:
+            with self._condition:
+                while not self._stopping and not self._running and not self._waiting:
+                    self._condition.wait()
+                if self._stopping:
+                    break
+                joining = []
+                while self._waiting and len(self._running) + len(joining) < self.max_running:
+                    joining.append(self._waiting.popleft())
+            try:
+                for sequence in joining:
+                    if not self._expired(sequence, time.monotonic()):
+                        self._prefill(sequence)
+                    else:
+                        self._finish(sequence, waiting=True)
+                self._leave()
+                if self._running:
+                    self._decode()
+                    self._leave()
+            except Exception as error:  # noqa: BLE001 — a bug here must not leave clients waiting forever
+                for sequence in {*self._running, *joining}:
+                    sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
+                self._running.clear()
+        for sequence in [*self._running, *self._waiting]:
+            sequence.generation._put(GenerationError("the server is shutting down", "shutdown"))
+        self._running.clear()
+        self._waiting.clear()
+
+    def _expired(self, sequence: _Sequence, now: float) -> bool:
+        if sequence.end is None:
+            if sequence.generation.cancelled:
+                sequence.end = "cancelled"
+            elif sequence.deadline is not None and now > sequence.deadline:
+                sequence.end = "timeout"
+        return sequence.end is not None
+
+    @torch.inference_mode()
+    def _prefill(self, sequence: _Sequence) -> None:
+        """The prompt alone into the next free row; its first token goes out at once."""
+        row = len(self._running)
+        s = sequence.sampling
+        if s.do_sample and s.seed is not None:
+            sequence.generator = torch.Generator().manual_seed(s.seed)
+        budget = min(s.max_new_tokens, self.config.max_len - len(sequence.prompt_ids))
+        sequence.text = TokenText(self.tokenizer, sequence.prompt_ids, s, self.config, budget)
+        started = time.monotonic()
+        self.observer.started(
+            sequence.route, started - sequence.submitted, len(sequence.prompt_ids),
+            len(self._running) + 1, len(self._waiting),
+        )  # fmt: skip
+        try:
+            ids = torch.tensor([sequence.prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
+            self._seen[row] = False
+            self._seen[row, ids[0]] = True
+            logits = self.model.next_logits(ids, [c.view(slice(row, row + 1)) for c in self._cache])  # (1, V)
+        except Exception as error:  # noqa: BLE001 — this request's failure only
+            sequence.end = "generation"
+            sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
+            self._finish(sequence, waiting=True)
+            return
+        sequence.length = len(sequence.prompt_ids)
+        sequence.last_token_at = sequence.submitted
+        self._running.append(sequence)
+        self._emit([sequence], logits)
+
+    @torch.inference_mode()
+    def _decode(self) -> None:
+        """One token for every running row, each at its own position."""
+        rows = self._running
+        n = len(rows)
+        span = max(s.length for s in rows) + 1
+        try:
+            ids = torch.tensor([[s.next_id] for s in rows], dtype=torch.long, device=self.device)  # (n, 1)
+            positions = torch.tensor(
+                [[s.length] for s in rows], dtype=torch.long, device=self.device
+            )  # (n, 1)
+            views = [c.view(slice(0, n), span) for c in self._cache]
+            logits = self.model.next_logits(ids, views, positions=positions)  # (n, V)
+        except Exception as error:  # noqa: BLE001 — the batch failed: end its requests, keep serving
+            for sequence in rows:
+                sequence.end = "generation"
+                sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
+            return
+        for sequence in rows:
+            sequence.length += 1
+        self.steps += 1
+        self.observer.step(n)
+        self._emit(rows, logits)
+
+    def _emit(self, rows: list[_Sequence], logits: torch.Tensor) -> None:
+        """Choose each row's token, update its state and send what its text allows."""
+        first = self._running.index(rows[0])
+        n = len(rows)
+        seen = self._seen[first : first + n]
+        tokens, logprobs = pick_tokens(
+            logits, seen, [s.sampling for s in rows], [s.generator for s in rows]
+        )  # (n,), (n, V)
+        seen[torch.arange(n, device=self.device), tokens] = True
+        chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
+        top_k = max(s.top_logprobs for s in rows)
+        top = logprobs.topk(top_k, dim=-1) if top_k else None
+        now = time.monotonic()
+        for row, (sequence, token_id, logprob) in enumerate(zip(rows, tokens.tolist(), chosen, strict=True)):
+            sequence.next_id = token_id
+            best = ()
+            if top is not None and sequence.top_logprobs:
+                k = sequence.top_logprobs
+                best = tuple(zip(top.indices[row, :k].tolist(), top.values[row, :k].tolist(), strict=True))
+            out = sequence.text.accept(token_id, logprob, best)
+            if sequence.sent == 0 or out:
+                first_seconds = now - sequence.submitted if sequence.sent == 0 and out else None
+                per_token = (now - sequence.last_token_at) / max(1, len(out)) if sequence.sent else None
+                if out:
+                    self.observer.tokens(sequence.route, len(out), first_seconds, per_token)
+                    sequence.last_token_at = now
+            for token in out:
+                sequence.generation._put(token)
+            sequence.sent += len(out)
+            self.generated_tokens += len(out)
+            if sequence.text.done:
+                sequence.end = out[-1].finish_reason
+
+    @torch.inference_mode()
+    def _leave(self) -> None:
+        """Free the rows of finished, cancelled and timed-out sequences; drop cancelled waiting ones."""
+        now = time.monotonic()
+        with self._condition:
+            for sequence in [s for s in self._waiting if self._expired(s, now)]:
+                self._waiting.remove(sequence)
+                self._finish(sequence, waiting=True)
+        for row in reversed(range(len(self._running))):
+            sequence = self._running[row]
+            if not self._expired(sequence, now):
+                continue
+            last = len(self._running) - 1
+            if row != last:
+                for c in self._cache:
+                    c.move_row(last, row)
+                self._seen[row] = self._seen[last]
+                self._running[row] = self._running[last]
+            self._running.pop()
+            self._finish(sequence, waiting=False)
+
+    def _finish(self, sequence: _Sequence, waiting: bool) -> None:
+        if sequence.end == "timeout":
+            limit = sequence.deadline - sequence.submitted
+            sequence.generation._put(
+                GenerationError(
+                    f"generation stopped: the request took longer than its {limit:g} s limit", "timeout"
+                )
+            )
+        if not waiting:
+            self._stats.seconds.append(time.monotonic() - sequence.submitted)
+        self.observer.ended(
+            sequence.route, sequence.end or "cancelled", len(self._running), len(self._waiting)
+        )
