@@ -124,6 +124,7 @@ class Generation:
 
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop | None) -> None:
         self._engine = engine
+        self.tokenizer = engine.tokenizer
         self._loop = loop
         self._async: asyncio.Queue | None = asyncio.Queue() if loop is not None else None
         self._sync: queue.SimpleQueue = queue.SimpleQueue()

@@ -28,11 +28,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from modeling.generation import GeneratedToken, Sampling
+from modeling.generation import GeneratedToken, Sampling, special_ids
 from service.engine import Engine, Generation, GenerationError, Overloaded
 from service.errors import InputError, error_body, error_response
 from service.metrics import EngineMetrics
-from service.models import ServedModel, load_for_worker
+from service.models import ServedModel, load_for_worker, model_name
 from service.schemas import GenerateRequest, GenerateResponse
 from service.settings import Limits
 
@@ -62,6 +62,20 @@ def token_dict(token: GeneratedToken) -> dict[str, Any]:
     return {"id": token.id, "text": token.text, "logprob": token.logprob, "special": token.special}
 
 
+def top_tokens(tokenizer: Any, token: GeneratedToken) -> list[dict[str, Any]]:
+    """TGI's ``top_tokens`` of one step: the most likely tokens, each as a ``Token``."""
+    specials = special_ids(tokenizer)
+    return [
+        {
+            "id": i,
+            "text": tokenizer.decode([i], skip_special_tokens=False),
+            "logprob": v,
+            "special": i in specials,
+        }
+        for i, v in token.top_logprobs
+    ]
+
+
 def event(data: dict[str, Any]) -> str:
     """One server-sent event."""
     return "data:" + json.dumps(data, ensure_ascii=False) + "\n\n"
@@ -70,14 +84,7 @@ def event(data: dict[str, Any]) -> str:
 # ---- the engines ----------------------------------------------------------------------------------------------
 def engine_for(name: str | None) -> Engine:
     """The running engine of decoder ``name`` (None: the first served), or an ``InputError`` 404."""
-    if not _ENGINES:
-        raise InputError("no decoder is being served", 404, "unknown_model")
-    name = name or next(iter(_ENGINES))
-    if name not in _ENGINES:
-        raise InputError(
-            f"model: unknown decoder {name!r}; served: {', '.join(_ENGINES)}", 404, "unknown_model"
-        )
-    return _ENGINES[name]
+    return _ENGINES[model_name(_ENGINES, name, "decoder")]
 
 
 def start_engines(models: list[ServedModel], limits: Limits, device: str, threads: int) -> None:
@@ -146,6 +153,9 @@ def install(
                 "prefill": [],
                 "tokens": [token_dict(t) for t in tokens],
             }
+            if p.top_n_tokens:
+                tokenizer = generation.tokenizer
+                answer["details"]["top_tokens"] = [top_tokens(tokenizer, t) for t in tokens]
         return JSONResponse(answer)
 
     async def generate_stream(body: GenerateRequest, request: Request) -> Response:
@@ -168,7 +178,8 @@ def _submit(body: GenerateRequest, route: str, timeout: float | None) -> tuple[G
     try:
         engine = engine_for(body.model)
         ids = engine.tokenizer.encode(body.inputs).ids
-        generation = engine.submit(ids, sampling_of(body), route=route, timeout=timeout)
+        top_n = body.parameters.top_n_tokens or 0
+        generation = engine.submit(ids, sampling_of(body), route=route, timeout=timeout, top_logprobs=top_n)
     except InputError as error:
         return error_response(error)
     except ValueError as error:  # the engine's own checks (prompt too long for the model, …)
@@ -199,6 +210,7 @@ async def _events(
     gone = asyncio.ensure_future(_disconnected(request))
     gone.add_done_callback(lambda _: generation.cancel())
     tokens: list[GeneratedToken] = []
+    tokenizer, top_n = generation.tokenizer, generation.sequence.top_logprobs
     try:
         async for token in generation:
             tokens.append(token)
@@ -207,7 +219,7 @@ async def _events(
                 {
                     "index": len(tokens) - 1,
                     "token": token_dict(token),
-                    "top_tokens": None,
+                    "top_tokens": top_tokens(tokenizer, token) if top_n else None,
                     "generated_text": _text(prompt, tokens, full_text) if last else None,
                     "details": {
                         **_details(generation, tokens),
