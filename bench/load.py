@@ -2,7 +2,8 @@
 
 - ``/fill-mask`` with dynamic batching on (``--max-batch-size 32 --batch-timeout 0.01``) and off
   (``--max-batch-size 1``), same server code, same weights;
-- ``/generate`` (greedy, 16 new tokens; generation is not batched, so one configuration);
+- ``/generate`` (greedy, 16 new tokens; both servers run the same continuous-batching engine: see ``--generation``
+  for generation under load);
 - the same requests against a plain baseline: one uvicorn process running transformers' ``pipeline``
   (``fill-mask`` on ``BertForMaskedLM``, ``text-generation`` on ``LlamaForCausalLM``) on the same weights.
   Before timing, the baseline's answers are checked to equal ours (top fill-mask token, greedy text), so the
@@ -27,6 +28,7 @@ code and weights) and transformers' ``text-generation`` pipeline on the same wei
 "first token" is the whole answer.
 
     python -m bench.load --generation
+    python -m bench.load --generation-profile   # the engine alone (no HTTP): batch 1 vs 32, and a profile
 """
 
 from __future__ import annotations
@@ -481,10 +483,52 @@ def generation_bench(quick: bool) -> None:
         write_section("generation", markdown)
 
 
+def generation_profile() -> None:
+    """The engine in-process, no HTTP: tokens/s with one row and with 32, then where a 32-row run spends its time."""
+    import cProfile
+    import pstats
+
+    import torch
+
+    from modeling.checkpoint import load_checkpoint
+    from modeling.generation import Sampling
+    from service.engine import Engine
+
+    torch.set_num_threads(1)
+    checkpoint = load_checkpoint(REPO / "checkpoints" / "decoder-dense")
+    prompts = [checkpoint.tokenizer.encode(p).ids for p in GEN_PROMPTS]
+
+    def run(n: int, rows: int, profile: cProfile.Profile | None = None) -> float:
+        engine = Engine(checkpoint.model, checkpoint.tokenizer, max_running=rows, max_waiting=256, threads=1)
+        generations = [
+            engine.submit(prompts[i % len(prompts)], Sampling(max_new_tokens=NEW_TOKENS)) for i in range(n)
+        ]
+        began = time.perf_counter()
+        if profile is not None:
+            engine._thread = threading.Thread(
+                target=lambda: (profile.enable(), engine._loop(), profile.disable())
+            )
+            engine._thread.start()
+        else:
+            engine.start()
+        tokens = sum(len(list(g)) for g in generations)
+        took = time.perf_counter() - began
+        engine.stop()
+        return tokens / took
+
+    for _ in range(3):
+        one, many = run(8, 1), run(32, 32)
+        print(f"engine alone: 1 row {one:.1f} tokens/s, 32 rows {many:.1f} tokens/s, {many / one:.2f}x")
+    profile = cProfile.Profile()
+    run(32, 32, profile)
+    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests; print, don't write the report")
     parser.add_argument("--generation", action="store_true", help="generation under load (its own section)")
+    parser.add_argument("--generation-profile", action="store_true", help="the engine alone, and a profile")
     parser.add_argument("--generation-baseline", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--baseline-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -497,6 +541,9 @@ def main() -> None:
         return
     if args.generation:
         generation_bench(args.quick)
+        return
+    if args.generation_profile:
+        generation_profile()
         return
     if args.baseline_server:  # the child process: serve the baseline
         import uvicorn
@@ -577,12 +624,12 @@ def main() -> None:
             "",
             table(list(paragraph.items()), "atencion, batching off"),
             "",
-            "### POST /generate (greedy, 16 new tokens; not batched)",
+            "### POST /generate (greedy, 16 new tokens; the same generation engine in both atencion servers)",
             "",
             table(list(gen.items()), "atencion, batching on"),
             "",
-            f"Baseline check: {baseline_note}. Generation is not batched by atencion (one request at a time per "
-            "worker; `--workers-per-device` adds workers).",
+            f"Baseline check: {baseline_note}. Generation runs on atencion's continuous-batching engine (one "
+            "running batch per decoder); `python -m bench.load --generation` measures it under load.",
         ]
     )
     print(markdown)
