@@ -56,6 +56,8 @@ from typing import Protocol
 import torch
 from tokenizers import Tokenizer
 
+from modeling.decode_step import span_for
+from modeling.decoder import Decoder
 from modeling.generation import GeneratedToken, Sampling, TokenText, check_prompt, pick_tokens
 
 
@@ -207,7 +209,7 @@ class Engine:
     ) -> None:
         if max_running < 1 or max_waiting < 0:
             raise ValueError("Engine: max_running must be >= 1 and max_waiting >= 0")
-        self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
+        self.model, self.tokenizer, self.name = model, tokenizer, name  # a Decoder or a CompiledDecoder
         self.config = model.config
         self.max_running, self.max_waiting, self.threads = max_running, max_waiting, threads
         self.observer = observer or _Silent()
@@ -356,7 +358,15 @@ class Engine:
             ids = torch.tensor([sequence.prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
             self._seen[row] = False
             self._seen[row, ids[0]] = True
-            logits = self.model.next_logits(ids, [c.view(slice(row, row + 1)) for c in self._cache])  # (1, V)
+            T = ids.shape[1]
+            if isinstance(self.model, Decoder):  # the prompt as one sequence: causal SDPA or block-sparse
+                logits = self.model.next_logits(
+                    ids, [c.view(slice(row, row + 1)) for c in self._cache]
+                )  # (1, V)
+            else:  # a compiled decode step takes views with per-row positions only
+                views = [c.view(slice(row, row + 1), span_for(T, self.config.max_len)) for c in self._cache]
+                positions = torch.arange(T, device=self.device)[None]  # (1, T)
+                logits = self.model.next_logits(ids, views, positions=positions)
         except Exception as error:  # noqa: BLE001 — this request's failure only
             sequence.end = "generation"
             sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
@@ -372,7 +382,7 @@ class Engine:
         """One token for every running row, each at its own position."""
         rows = self._running
         n = len(rows)
-        span = max(s.length for s in rows) + 1
+        span = span_for(max(s.length for s in rows) + 1, self.config.max_len)  # few distinct shapes
         try:
             ids = torch.tensor([[s.next_id] for s in rows], dtype=torch.long, device=self.device)  # (n, 1)
             positions = torch.tensor(
