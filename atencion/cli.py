@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pull": ("atencion.commands.pull", "download a checkpoint from the Hub into the local cache"),
     "generate": ("atencion.commands.generate", "continue a prompt with a decoder checkpoint"),
     "fill-mask": ("atencion.commands.fill_mask", "fill [MASK] tokens with an encoder checkpoint"),
+    "translate": ("atencion.commands.translate", "translate Spanish with a translator checkpoint"),
     "export": ("atencion.commands.export", "write a checkpoint as a folder Hugging Face transformers loads"),
     "serve": ("atencion.commands.serve", "start the HTTP service"),
     "inspect": ("atencion.commands.inspect", "draw every layer and head's attention as a PNG"),

@@ -9,10 +9,13 @@ and reuses the cross-attention keys/values (``Translator.start_cache``).
   ones. The winner maximises ``score / length ** length_penalty`` (Hugging Face's convention: > 0 favours
   longer outputs, < 0 shorter, 0 none). With one beam this is exactly greedy decoding.
 
-Both return token ids without ``bos`` and without the final ``eos``.
+Both return token ids without ``bos`` and without the final ``eos``; ``translate`` goes from texts to texts
+(the source is ``x₁ … xₘ </s>``, as in training).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -106,4 +109,43 @@ def beam_search(
     for b in range(B):
         ids = history[b * K + int(best[b])].tolist()
         out.append(ids[: ids.index(c.eos_token_id)] if c.eos_token_id in ids else ids)
+    return out
+
+
+def translate(
+    model: Translator,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    num_beams: int = 1,
+    max_new_tokens: int = 128,
+    length_penalty: float = 1.0,
+    batch_size: int = 32,
+) -> list[str]:
+    """Translate ``texts`` with a ``tokenizers.Tokenizer`` shared by both sides, in batches of similar length;
+    a source longer than the model's ``max_len`` is cut. Beam 1 is greedy."""
+    c = model.config
+    device = next(model.parameters()).device
+    encoded = [e.ids[: c.max_len - 1] for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    out: list[str] = [""] * len(texts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in rows) + 1
+        source = torch.full((len(rows), width), c.pad_token_id, dtype=torch.long)  # (B, S)
+        mask = torch.zeros(len(rows), width, dtype=torch.bool)  # (B, S)
+        for row, i in enumerate(rows):
+            ids = encoded[i] + [c.eos_token_id]
+            source[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = True
+        source, mask = source.to(device), mask.to(device)
+        if num_beams == 1:  # the same ids as beam_search with one beam (tested), without reordering caches
+            ids = greedy(model, source, mask, max_new_tokens=max_new_tokens)
+        else:
+            ids = beam_search(
+                model, source, mask, num_beams=num_beams, length_penalty=length_penalty,
+                max_new_tokens=max_new_tokens,
+            )  # fmt: skip
+        for i, row_ids in zip(rows, ids, strict=True):
+            out[i] = tokenizer.decode(row_ids, skip_special_tokens=True).strip()
     return out

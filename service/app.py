@@ -2,7 +2,8 @@
 
 Routes
 - ``POST /fill-mask`` (batched), ``POST /generate``, ``POST /generate_stream`` (SSE; both on one continuous-batching
-  engine per decoder, ``service.generate``), ``POST /attention``;
+  engine per decoder, ``service.generate``), ``POST /translate``
+  (batched), ``POST /attention``;
   an endpoint is there only when a model of its kind is served.
 - ``GET /health``: 200 once every inference worker has loaded its models, 503 before.
 - ``GET /info``: served models (config, reference, repo, revision, commit), device, limits, batching, version.
@@ -51,6 +52,7 @@ from service.fill_mask import FillMaskAPI
 from service.models import Catalog, ServedModel, install_catalog
 from service.settings import Settings
 from service.supervision import SupervisedLitServer, SupervisionMiddleware
+from service.translate import TranslateAPI
 
 STATIC = Path(__file__).resolve().parent / "static"
 STREAM_PATHS = ("/generate_stream",)
@@ -89,6 +91,8 @@ def build_apis(settings: Settings, models: list[ServedModel]) -> list[ls.LitAPI]
         apis.append(FillMaskAPI(models, settings.limits, settings.max_batch_size, settings.batch_timeout))
     if "decoder" in kinds:
         apis.append(openai_api.CompletionsAPI(models, settings.limits))  # /v1/…: service.openai_api
+    if "translator" in kinds:
+        apis.append(TranslateAPI(models, settings.limits, settings.max_batch_size, settings.batch_timeout))
     apis.append(AttentionAPI(models, settings.limits))
     engines = 1 if "decoder" in kinds else 0  # the generation engines run in the API server process
     workers = settings.workers_per_device * (len(apis) - 1) + 1 + engines  # the attention API has one worker
@@ -99,7 +103,8 @@ def build_apis(settings: Settings, models: list[ServedModel]) -> list[ls.LitAPI]
 
 def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) -> dict[str, Any]:
     defaults = {
-        kind: next((m.name for m in models if m.kind == kind), None) for kind in ("encoder", "decoder")
+        kind: next((m.name for m in models if m.kind == kind), None)
+        for kind in ("encoder", "decoder", "translator")
     }
     return {
         "version": version("atencion"),  # the installed package's metadata

@@ -33,6 +33,7 @@ class AttentionAPI(ls.LitAPI):
 
     def predict(self, request: AttentionRequest) -> dict[str, Any] | InputError:
         from service.inspection import InspectionError, InspectionTooLarge, analyse
+        from service.translation_inspection import analyse_translation
 
         BATCH_SIZE.labels(path=PATH).observe(1)
         try:
@@ -42,18 +43,27 @@ class AttentionAPI(ls.LitAPI):
         checkpoint = self.checkpoints[name]
         p = request.parameters
         try:
-            body = analyse(
-                checkpoint.model,
-                checkpoint.tokenizer,
-                request.inputs,
-                layers=p.layers,
-                heads=p.heads,
-                target=p.target,
-                encoding=p.encoding,
-                max_tokens=self.limits.max_input_tokens,
-                max_cells=self.limits.max_attention_cells,
-                gradient=p.gradient,
-            )
+            if checkpoint.config.kind == "translator":
+                body = analyse_translation(
+                    checkpoint.model, checkpoint.tokenizer, request.inputs, translation=p.translation,
+                    layers=p.layers, heads=p.heads, target=p.target, max_tokens=self.limits.max_input_tokens,
+                    max_cells=self.limits.max_attention_cells, gradient=p.gradient,
+                )  # fmt: skip
+            elif p.translation is not None:
+                return InputError("parameters.translation: only a translator model takes a translation", 422)
+            else:
+                body = analyse(
+                    checkpoint.model,
+                    checkpoint.tokenizer,
+                    request.inputs,
+                    layers=p.layers,
+                    heads=p.heads,
+                    target=p.target,
+                    encoding=p.encoding,
+                    max_tokens=self.limits.max_input_tokens,
+                    max_cells=self.limits.max_attention_cells,
+                    gradient=p.gradient,
+                )
         except InspectionTooLarge as error:
             return InputError(str(error), 413, "too_long")
         except InspectionError as error:

@@ -34,7 +34,7 @@ class ServedModel:
     """One model as the service knows it (no tensors: cheap to send to every worker)."""
 
     name: str
-    kind: str  # encoder | decoder
+    kind: str  # encoder | decoder | translator
     reference: str  # as given by the user
     path: str  # the local checkpoint directory
     repo_id: str | None
@@ -111,12 +111,12 @@ def resolve(reference: str, kind: str) -> ServedModel:
 
 def resolve_all(settings: Settings) -> list[ServedModel]:
     """Every model of ``settings``; names must be unique, and at least one model must be served."""
-    from service.settings import shipped_references
+    from service.settings import shipped_references, shipped_translators
 
-    encoders, decoders = settings.encoders, settings.decoders
-    if not encoders and not decoders:
-        encoders, decoders = shipped_references()
-    if not encoders and not decoders:
+    encoders, decoders, translators = settings.encoders, settings.decoders, settings.translators
+    if not encoders and not decoders and not translators:
+        (encoders, decoders), translators = shipped_references(), shipped_translators()
+    if not encoders and not decoders and not translators:
         raise ServeError(
             "no models to serve: the shipped checkpoints (checkpoints/encoder-dense, …) are not there. "
             "Pass --encoder DIR_OR_ORG/NAME@REV and/or --decoder DIR_OR_ORG/NAME@REV "
@@ -126,6 +126,7 @@ def resolve_all(settings: Settings) -> list[ServedModel]:
     models = [resolve(r, "encoder") for r in encoders] + [
         dataclasses.replace(resolve(r, "decoder"), **options) for r in decoders
     ]
+    models += [resolve(r, "translator") for r in translators]
     names = [m.name for m in models]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

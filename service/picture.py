@@ -128,3 +128,50 @@ def _ticks(axes: Any, labels: list[str] | None, bottom: bool, left: bool) -> Non
     axes.set_xticks(positions, labels if bottom else [], rotation=90, fontsize=size)
     axes.set_yticks(positions, labels if left else [], fontsize=size)
     axes.tick_params(length=0, pad=1)
+
+
+def draw_cross_grid(payload: dict[str, Any], out: str | Path, *, dpi: int = DPI) -> tuple[int, int]:
+    """A translator's cross-attention (``service.translation_inspection``) as a layers × heads grid: target
+    tokens down, source tokens across, each map to its own maximum. Returns the picture's size in pixels."""
+    heads = payload["heads"]
+    blocks = payload["cross_attentions"]
+    source = [token_label(t) for t in payload["source_tokens"]]
+    target = [token_label(t) for t in payload["tokens"]]
+    size = picture_size(len(blocks), len(heads), dpi)
+    width, height = _inches(len(blocks), len(heads))
+    figure = plt.figure(figsize=(width, height), dpi=dpi)
+    title = f"{payload['text']} → {payload['translation']}"
+    title = title if len(title) <= 90 else title[:87] + "…"
+    figure.text(0.5, 1 - 0.35 / height, f"cross-attention · «{title}»", ha="center", va="center", fontsize=10)
+    labelled = max(len(source), len(target)) <= LABELLED_TOKENS
+    for row, block in enumerate(blocks):
+        maps = decode(block)  # (H', T, S)
+        for column, head in enumerate(heads):
+            left = (MARGIN_INCHES[0] + column * CELL_INCHES + 0.1) / width
+            bottom = 1 - (MARGIN_INCHES[1] + (row + 1) * CELL_INCHES - 0.15) / height
+            axes = figure.add_axes(
+                (left, bottom, (CELL_INCHES - 0.25) / width, (CELL_INCHES - 0.35) / height)
+            )
+            top = float(maps[column].max()) or 1.0
+            axes.imshow(
+                maps[column], cmap="viridis", vmin=0.0, vmax=top, interpolation="nearest", aspect="auto"
+            )
+            axes.set_title(f"L{block['layer']} H{head}", fontsize=8, pad=2)
+            if labelled:
+                fontsize = max(3.5, min(6.0, 130 / max(len(source), len(target))))
+                axes.set_xticks(
+                    range(len(source)),
+                    source if row == len(blocks) - 1 else [],
+                    rotation=90,
+                    fontsize=fontsize,
+                )
+                axes.set_yticks(range(len(target)), target if column == 0 else [], fontsize=fontsize)
+                axes.tick_params(length=0, pad=1)
+            else:
+                axes.set_xticks([])
+                axes.set_yticks([])
+        figure.text(0.15 / width, 1 - (MARGIN_INCHES[1] + (row + 0.5) * CELL_INCHES) / height,
+                    f"layer {block['layer']}", rotation=90, va="center", fontsize=9)  # fmt: skip
+    figure.savefig(out, dpi=dpi, format="png")
+    plt.close(figure)
+    return size

@@ -260,6 +260,11 @@ class AttentionParameters(BaseModel):
     target: int | None = Field(None, ge=0, description="token position the gradient explains")
     encoding: Literal["auto", "dense", "layout"] = "auto"
     gradient: bool = True
+    translation: str | None = Field(
+        None,
+        max_length=10_000,
+        description="translator: the target text to inspect; default its own translation",
+    )
 
 
 class AttentionRequest(Stamped):
@@ -277,3 +282,69 @@ class AttentionRequest(Stamped):
     def _model(self) -> AttentionRequest:
         _check_model(self.model, None)
         return self
+
+
+# ---- translate (the Hugging Face translation pipeline) ----------------------------------------------------------
+class TranslateParameters(BaseModel):
+    model_config = STRICT
+    max_new_tokens: int = Field(128, ge=1, description="bounded by the server's max_new_tokens limit")
+    num_beams: int = Field(4, ge=1, le=16, description="beam size; 1 = greedy")
+    length_penalty: float = Field(1.0, ge=-10, le=10, description="beam score / length ** length_penalty")
+
+    @model_validator(mode="after")
+    def _limits(self) -> TranslateParameters:
+        catalog = active_catalog()
+        if catalog and self.max_new_tokens > catalog.limits.max_new_tokens:
+            raise PydanticCustomError(
+                "out_of_range",
+                f"max_new_tokens is {self.max_new_tokens}, this server allows at most "
+                f"{catalog.limits.max_new_tokens}",
+            )
+        return self
+
+
+class TranslateRequest(Stamped):
+    model_config = STRICT
+    inputs: str | list[str] = Field(description="Spanish text, or a list of texts")
+    parameters: TranslateParameters = Field(default_factory=TranslateParameters)
+    model: str | None = Field(None, description="a served translator's name; default: the first")
+    options: dict[str, Any] | None = Field(None, description="accepted for the HF Inference API; ignored")
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        catalog = active_catalog()
+        cap = catalog.limits.max_batch_inputs if catalog else 32
+        if not texts:
+            raise PydanticCustomError("empty_input", "is an empty list: send at least one text")
+        if len(texts) > cap:
+            raise PydanticCustomError("too_long", f"has {len(texts)} texts, at most {cap} per request")
+        for text in texts:
+            _not_blank(text)
+        return value
+
+    @model_validator(mode="after")
+    def _fits(self) -> TranslateRequest:
+        _check_model(self.model, "translator")
+        catalog = active_catalog()
+        if catalog is None:
+            return self
+        served = catalog.find(self.model, "translator")
+        cap = min(catalog.limits.max_input_tokens, served.max_len - 1)
+        texts = [self.inputs] if isinstance(self.inputs, str) else self.inputs
+        for index, text in enumerate(texts):
+            n = len(catalog.tokenizers[served.name].encode(text, add_special_tokens=False).ids)
+            if n > cap:
+                where = "inputs" if isinstance(self.inputs, str) else f"inputs[{index}]"
+                raise PydanticCustomError(
+                    "too_long", f"{where}: {n} tokens, more than the {cap} allowed: send a shorter text"
+                )
+        return self
+
+
+class TranslationText(BaseModel):
+    translation_text: str
+
+
+TranslateResponse = list[TranslationText]

@@ -26,6 +26,7 @@ DECODING = (
 QUANTIZATIONS = ("none", "int8")  # the decoders' linear layers (modeling.quantization)
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe accepts
 SHIPPED_NAMES = ("encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse", "taller")
+SHIPPED_TRANSLATORS = ("translator-es-oto",)
 
 
 class SettingsError(ValueError):
@@ -53,6 +54,7 @@ class Settings:
 
     encoders: tuple[str, ...] = ()  # references: a checkpoint directory or ORG/NAME@REVISION
     decoders: tuple[str, ...] = ()
+    translators: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     port: int = 8000
     accelerator: str = "auto"  # auto | cpu | cuda
@@ -158,7 +160,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
             values[name] = _parse(env[variable], kind, variable)
         if flags.get(name) is not None:
             values[name] = flags[name]
-    for name in ("encoders", "decoders"):
+    for name in ("encoders", "decoders", "translators"):
         variable = f"ATENCION_{name.upper()}"
         if env.get(variable, "") != "":
             values[name] = _references(env[variable])
@@ -181,6 +183,11 @@ def shipped_references(root: Path = SHIPPED) -> tuple[tuple[str, ...], tuple[str
         tuple(str(p) for p in found if kinds[p] == "encoder"),
         tuple(str(p) for p in found if kinds[p] == "decoder"),
     )
+
+
+def shipped_translators(root: Path = SHIPPED) -> tuple[str, ...]:
+    """The shipped translator checkpoints that exist on disk."""
+    return tuple(str(root / n) for n in SHIPPED_TRANSLATORS if (root / n / "config.json").is_file())
 
 
 def prepare_multiprocess_dir() -> Path:

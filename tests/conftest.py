@@ -2,9 +2,9 @@
 
 Stable names (other test directories rely on them):
 
-- ``tiny_checkpoints`` (session): a ``pathlib.Path`` holding four tiny random-init checkpoints,
+- ``tiny_checkpoints`` (session): a ``pathlib.Path`` holding five tiny random-init checkpoints,
   ``encoder-dense``, ``encoder-sparse`` (local window layout), ``decoder-dense``, ``decoder-sparse`` (local
-  window), each a directory with ``config.json``, ``model.safetensors`` and ``tokenizer.json``. The encoders
+  window), ``translator`` (an encoder–decoder sharing the decoders' BPE), each a directory with ``config.json``, ``model.safetensors`` and ``tokenizer.json``. The encoders
   use a WordPiece tokenizer (``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``, ``[CLS] $A [SEP]``), the decoders a
   byte-level BPE (``<pad>=0 <s>=1 </s>=2``, ``<s> $A``), both trained here on ``SENTENCES``.
 - ``bert_shaped_config`` (session): an ``EncoderConfig`` in BERT's form (post-norm, learned positions, GELU,
@@ -14,8 +14,8 @@ Stable names (other test directories rely on them):
   ``/health`` to answer 200, and at teardown sends SIGTERM, kills the group if needed and asserts that no
   process of the group is left. ``env`` entries are added to (or, with value None, removed from) the
   environment. Stop one early with ``server.stop()`` (returns the pids that had to be killed).
-- ``server`` (session): one ``Server`` serving all four tiny checkpoints, names ``encoder-dense`` (the default
-  encoder), ``encoder-sparse``, ``decoder-dense`` (the default decoder), ``decoder-sparse``.
+- ``server`` (session): one ``Server`` serving all five tiny checkpoints, names ``encoder-dense`` (the default
+  encoder), ``encoder-sparse``, ``decoder-dense`` (the default decoder), ``decoder-sparse``, ``translator``.
 - ``Server``: ``url``, ``process``, ``log`` (path of its combined stdout/stderr), ``get(path, **kw)``,
   ``post(path, json=None, **kw)`` (``requests`` calls with a timeout), ``stop()``.
 """
@@ -108,7 +108,7 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from modeling.checkpoint import build_model, save_checkpoint
-    from modeling.config import AttentionConfig, DecoderConfig, EncoderConfig
+    from modeling.config import AttentionConfig, DecoderConfig, EncoderConfig, TranslatorConfig
 
     root = tmp_path_factory.mktemp("checkpoints")
     wordpiece, bpe = _tokenizers()
@@ -125,15 +125,19 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "decoder-sparse": DecoderConfig(
             vocab_size=bpe.get_vocab_size(), bos_token_id=1, eos_token_id=2, attention=local, **shape
         ),
+        "translator": TranslatorConfig(
+            vocab_size=bpe.get_vocab_size(), bos_token_id=1, eos_token_id=2, encoder_layers=1, **shape
+        ),
     }
     for seed, (name, config) in enumerate(configs.items()):
         torch.manual_seed(seed)
         tokenizer = wordpiece if config.kind == "encoder" else bpe
         model = build_model(config)
+        embeddings = model.target_embeddings if config.kind == "translator" else model.embeddings
         with (
             torch.no_grad()
         ):  # peaked, not near-uniform, predictions: greedy choices don't flip on float noise
-            model.embeddings.tokens.weight.mul_(10.0)
+            embeddings.tokens.weight.mul_(10.0)
         save_checkpoint(model, tokenizer, root / name)
     return root
 
@@ -271,6 +275,7 @@ def server(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         args += ["--encoder", str(tiny_checkpoints / name)]
     for name in ("decoder-dense", "decoder-sparse"):
         args += ["--decoder", str(tiny_checkpoints / name)]
+    args += ["--translator", str(tiny_checkpoints / "translator")]
     log = tmp_path_factory.mktemp("server") / "server.log"
     running = launch(tuple(args), {"ATENCION_MAX_BATCH_SIZE": "8", "ATENCION_BATCH_TIMEOUT": "0.05"}, log)
     yield running

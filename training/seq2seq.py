@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from modeling.beam_search import beam_search
+from modeling.beam_search import translate
 from modeling.checkpoint import save_checkpoint
 from modeling.config import ConfigError, TranslatorConfig, config_from_dict
 from modeling.translator import Translator
@@ -205,37 +205,6 @@ def seq2seq_loss(model: Translator, batch: dict[str, Tensor], label_smoothing: f
         ignore_index=-100,
         label_smoothing=label_smoothing,
     )
-
-
-def translate(
-    model: Translator,
-    tokenizer: Tokenizer,
-    texts: list[str],
-    *,
-    num_beams: int = 1,
-    max_new_tokens: int = 128,
-    length_penalty: float = 1.0,
-    batch_size: int = 32,
-) -> list[str]:
-    """Translate ``texts`` (in batches of similar length); beam 1 is greedy."""
-    config = model.config
-    encoded = encode_side(tokenizer, texts, config.max_len - 1)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    out: list[str] = [""] * len(texts)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        source, mask = pad([encoded[i] + [config.eos_token_id] for i in rows], config.pad_token_id)
-        ids = beam_search(
-            model,
-            source,
-            mask,
-            num_beams=num_beams,
-            length_penalty=length_penalty,
-            max_new_tokens=max_new_tokens,
-        )
-        for i, row in zip(rows, ids, strict=True):
-            out[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
-    return out
 
 
 # ---- the loop -----------------------------------------------------------------------------------------------

@@ -11,7 +11,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "checkpoint", help="a checkpoint directory (config.json, model.safetensors, tokenizer.json)"
     )
-    parser.add_argument("--corpus", required=True, help="a folder of UTF-8 .txt files")
+    parser.add_argument(
+        "--corpus",
+        help="a folder of UTF-8 .txt files (not for a translator: it reads its held-out rows from elotl)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="translator: the held-out block scored",
+    )
+    parser.add_argument("--num-beams", type=int, default=4, help="translator: beam size (1 = greedy)")
+    parser.add_argument("--length-penalty", type=float, default=1.0, help="translator: beam length penalty")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--save", action="store_true", help="write evaluation.json into the checkpoint")
     parser.add_argument("--max-sequences", type=int, default=128, help="sequences scored (default 128)")
@@ -30,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     from training.data import DataError
     from training.evaluate import evaluate_checkpoint, save_evaluation
 
+    if _is_translator(args.checkpoint):
+        return _evaluate_translator(args)
+    if not args.corpus:
+        print("atencion evaluate: error: --corpus is required for this checkpoint", file=sys.stderr)
+        return 2
     for name in ("max_sequences", "batch_size", "pppl_tokens", "ngram_positions"):
         if getattr(args, name) < 1:
             print(f"atencion evaluate: error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
@@ -86,3 +102,38 @@ def _table(result: dict) -> str:
 
 def _get(baseline: dict, key: str, fmt: str) -> str:
     return fmt.format(baseline[key]) if key in baseline else "—"
+
+
+def _is_translator(checkpoint: str) -> bool:
+    from pathlib import Path
+
+    try:
+        return (
+            json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8")).get("kind")
+            == "translator"
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _evaluate_translator(args: argparse.Namespace) -> int:
+    from modeling.checkpoint import CheckpointError
+    from training.parallel import CorpusError
+    from training.translation_eval import evaluate_translator, table
+
+    if args.num_beams < 1:
+        print("atencion evaluate: error: --num-beams must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate_translator(
+            args.checkpoint, split=args.split, num_beams=args.num_beams, length_penalty=args.length_penalty
+        )
+    except (CheckpointError, CorpusError, ValueError) as error:
+        print(f"atencion evaluate: error: {error}", file=sys.stderr)
+        return 1
+    if args.save:
+        from training.evaluate import save_evaluation
+
+        result["saved_to"] = str(save_evaluation(args.checkpoint, result))
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else table(result))
+    return 0

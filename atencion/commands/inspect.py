@@ -1,5 +1,7 @@
 """`atencion inspect "TEXT" --model NAME_OR_DIR --out FILE.png`: every layer and head's attention as a PNG.
 
+For a translator the PNG shows the cross-attention: source tokens across, target tokens down.
+
 No server: the checkpoint is loaded here, ``service.inspection.analyse`` computes the same payload as
 ``POST /attention``, and ``service.picture.draw_grid`` draws the viewer's layers × heads grid.
 """
@@ -25,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", help="comma-separated head indices (default: all)")
     parser.add_argument("--target", type=int, help="token position whose prediction the gradient explains")
     parser.add_argument(
+        "--translation",
+        help="translator: the Otomí text whose cross-attention to draw (default: the model's own translation)",
+    )
+    parser.add_argument(
         "--dpi", type=int, default=100, help="pixels per inch of the PNG (each map is 2 inches)"
     )
     parser.add_argument(
@@ -48,7 +54,8 @@ def parse_indices(value: str | None, name: str) -> list[int] | None:
 def run(args: argparse.Namespace) -> int:
     from modeling.checkpoint import CheckpointError, load_checkpoint
     from service.inspection import InspectionError, analyse
-    from service.picture import draw_grid
+    from service.picture import draw_cross_grid, draw_grid
+    from service.translation_inspection import analyse_translation
 
     try:
         layers = parse_indices(args.layers, "layers")
@@ -61,10 +68,24 @@ def run(args: argparse.Namespace) -> int:
         if not out.parent.is_dir():
             raise UsageError(f"--out: the folder {str(out.parent)!r} does not exist")
         checkpoint = load_checkpoint(checkpoint_directory(args.model, "--model"))
-        payload = analyse(
-            checkpoint.model, checkpoint.tokenizer, args.text, layers=layers, heads=heads, target=args.target
-        )
-        width, height = draw_grid(payload, out, scale=args.scale, dpi=args.dpi)
+        if checkpoint.config.kind == "translator":
+            payload = analyse_translation(
+                checkpoint.model, checkpoint.tokenizer, args.text, translation=args.translation, layers=layers,
+                heads=heads, target=args.target,
+            )  # fmt: skip
+            width, height = draw_cross_grid(payload, out, dpi=args.dpi)
+        else:
+            if args.translation is not None:
+                raise UsageError("--translation: only a translator checkpoint takes a translation")
+            payload = analyse(
+                checkpoint.model,
+                checkpoint.tokenizer,
+                args.text,
+                layers=layers,
+                heads=heads,
+                target=args.target,
+            )
+            width, height = draw_grid(payload, out, scale=args.scale, dpi=args.dpi)
     except (UsageError, CheckpointError, InspectionError) as error:
         print(f"atencion inspect: {error}", file=sys.stderr)
         return 2

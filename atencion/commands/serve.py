@@ -1,7 +1,7 @@
 """`atencion serve`: the HTTP service (fill-mask, generate, generate_stream, attention) on LitServe.
 
 Every flag has an ``ATENCION_*`` environment variable for containers (flags win); see ``service.settings``.
-With no ``--encoder`` / ``--decoder`` the shipped checkpoints in ``checkpoints/`` are served.
+With no ``--encoder`` / ``--decoder`` / ``--translator`` the shipped checkpoints in ``checkpoints/`` are served.
 """
 
 from __future__ import annotations
@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="decoders",
         metavar="REF",
         help="a decoder checkpoint directory or ORG/NAME@REVISION (repeatable; env ATENCION_DECODERS)",
+    )
+    parser.add_argument(
+        "--translator",
+        action="append",
+        dest="translators",
+        metavar="REF",
+        help="a translator checkpoint directory or ORG/NAME@REVISION (repeatable; env ATENCION_TRANSLATORS)",
     )
     parser.add_argument("--host", help="127.0.0.1 (default), 0.0.0.0 or :: (env ATENCION_HOST)")
     parser.add_argument("--port", type=int, help="default 8000 (env ATENCION_PORT)")
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     flags = {
         "encoders": args.encoders,
         "decoders": args.decoders,
+        "translators": args.translators,
         "host": args.host,
         "port": args.port,
         "accelerator": args.accelerator,

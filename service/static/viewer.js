@@ -119,7 +119,13 @@ async function analyse(event) {
     const body = { inputs: $("text").value, model: $("model").value || undefined, parameters };
     const started = performance.now();
     const payload = await answer(await fetch("/attention", { method: "POST", headers: headers(), body: JSON.stringify(body) }));
-    render(payload);
+    if (payload.kind === "translator") {
+      renderTranslation(payload); // cross.js
+    } else {
+      $("cross").hidden = true;
+      for (const id of ["overview", "attribution", "statistics"]) $(id).hidden = false;
+      render(payload);
+    }
     setStatus(t("status.done", { tokens: payload.n_tokens, layers: payload.layers.length, heads: payload.heads.length,
       ms: Math.round(performance.now() - started) }));
     document.body.dataset.ready = "true";

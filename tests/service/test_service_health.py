@@ -24,17 +24,21 @@ def test_health_is_ok_once_workers_are_up(server):
 def test_info_lists_models_device_limits_and_version(server):
     info = server.get("/info").json()
     names = [m["name"] for m in info["models"]]
-    assert names == ["encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse"]
+    assert names == ["encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse", "translator"]
     sparse = next(m for m in info["models"] if m["name"] == "encoder-sparse")
     assert sparse["pattern"] == "local" and sparse["config"]["attention"]["window"] == 4
     assert {"revision", "commit", "repo_id", "reference"} <= set(sparse)
-    assert info["defaults"] == {"encoder": "encoder-dense", "decoder": "decoder-dense"}
+    assert info["defaults"] == {
+        "encoder": "encoder-dense",
+        "decoder": "decoder-dense",
+        "translator": "translator",
+    }
     assert info["device"]["accelerator"] == "cpu"
     assert info["limits"]["max_input_tokens"] >= 1 and info["limits"]["max_new_tokens"] >= 1
     assert info["batching"]["max_batch_size"] == 8
     assert info["version"]
     assert sorted(info["endpoints"]) == [
-        "/attention", "/detokenize", "/fill-mask", "/generate", "/generate_stream", "/tokenize",
+        "/attention", "/detokenize", "/fill-mask", "/generate", "/generate_stream", "/tokenize", "/translate",
         "/v1/chat/completions", "/v1/completions",
     ]  # fmt: skip
 

@@ -112,6 +112,7 @@ def test_no_models_at_all_says_how_to_pass_them(monkeypatch):
     from service.settings import Settings
 
     monkeypatch.setattr(service.settings, "shipped_references", lambda: ((), ()))
+    monkeypatch.setattr(service.settings, "shipped_translators", lambda: ())
     with pytest.raises(ServeError, match="--encoder .* --decoder"):
         resolve_all(Settings())
 

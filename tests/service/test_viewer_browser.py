@@ -145,3 +145,33 @@ def test_bad_input_is_shown_as_a_clear_message(browser, server):
     assert "422" in status.text and "layers" in status.text and "error" in status.get_attribute("class")
     # the only console error is the browser's own note about the 422 response
     assert all("422" in entry["message"] for entry in _severe(driver))
+
+
+def test_translator_cross_attention_source_by_target(browser, server, tmp_path):
+    text = "La niña lee un libro en el jardín."
+    _analyse(browser, server, "translator", text)
+    assert browser.find_element(By.ID, "cross").is_displayed()
+    assert not browser.find_element(By.ID, "overview").is_displayed()
+    thumbs = browser.find_elements(By.CSS_SELECTOR, "canvas.cross-thumb")
+    assert len(thumbs) == 2 * 2  # layers × heads of the tiny translator
+    payload = server.post(
+        "/attention", {"inputs": text, "model": "translator", "parameters": {"gradient": False}}
+    )
+    S, T = len(payload.json()["source_tokens"]), len(payload.json()["tokens"])
+    for thumb in thumbs:  # one pixel per (target, source) cell, never blank
+        size = browser.execute_script("return [arguments[0].width, arguments[0].height]", thumb)
+        assert size == [S, T]
+        assert browser.execute_script(DISTINCT_COLOURS, thumb) >= 3
+    large = browser.find_element(By.ID, "cross-canvas")
+    assert browser.execute_script(DISTINCT_COLOURS, large) > 5
+    assert "rows: target, columns: source" in browser.find_element(By.ID, "cross-title").text
+    shown = [span.text for span in browser.find_elements(By.CSS_SELECTOR, "#cross-rollout span")]
+    assert "niña" in "".join(shown) and len(shown) == S
+    assert browser.find_elements(By.CSS_SELECTOR, "#cross-gradient span")
+    thumbs[-1].click()
+    assert "layer 1, head 1" in browser.find_element(By.ID, "cross-title").text
+    _save_screenshot(browser, tmp_path, "viewer-translator.png")
+    assert not _severe(browser)
+    _analyse(browser, server, "decoder-dense")  # back to a one-stack model: its own sections again
+    assert not browser.find_element(By.ID, "cross").is_displayed()
+    assert browser.find_element(By.ID, "overview").is_displayed()

@@ -4,10 +4,10 @@ loss and keeps its best checkpoint, the translator recipe and its errors."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
+from translation_helpers import TINY, synthetic_rows
 
 import training.seq2seq as seq2seq
 from modeling.checkpoint import load_checkpoint
@@ -17,23 +17,6 @@ from training.recipe import RecipeError
 from training.seq2seq import load_translation_recipe, make_batch, seq2seq_loss, train_translator
 
 pytest.importorskip("sacrebleu")
-
-WORDS = {"perro": "dängo", "gato": "mixi", "come": "tsi", "duerme": "ähä", "el": "ra", "niño": "bätsi"}
-TINY = [
-    "model.d_model=32", "model.n_layers=1", "model.encoder_layers=1", "model.n_heads=2", "model.d_ff=64",
-    "model.max_len=32", "model.dropout=0.0", "tokenizer.vocab_size=300", "training.batch_size=8",
-    "training.steps=60", "training.warmup=10", "training.eval_every=30", "training.noam_factor=2.0",
-]  # fmt: skip
-
-
-def synthetic_rows(n: int = 120) -> list[list[str]]:
-    """Word-for-word 'translations' in three documents, in order."""
-    rng = random.Random(0)
-    rows = []
-    for i in range(n):
-        source = " ".join(rng.choice(list(WORDS)) for _ in range(rng.randint(2, 5)))
-        rows.append([source, " ".join(WORDS[w] for w in source.split()), "v", f"doc{i % 3}", "f", "id"])
-    return rows
 
 
 def test_teacher_forcing_batch() -> None:
@@ -88,3 +71,25 @@ def test_recipe_errors() -> None:
     ]:
         with pytest.raises(RecipeError, match=message):
             load_translation_recipe("translator-es-oto", [override])
+
+
+def test_evaluation_scores_the_held_out_block_beside_both_baselines(tmp_path, monkeypatch) -> None:
+    from training.translation_eval import evaluate_translator, table
+
+    monkeypatch.setattr(seq2seq, "load_tsunkua", synthetic_rows)
+    path = train_translator(load_translation_recipe("translator-es-oto", TINY), tmp_path / "run")
+    result = evaluate_translator(path, num_beams=2)
+    documents = {"doc0", "doc1", "doc2", "overall"}
+    assert set(result["model"]) == documents
+    assert set(result["baselines"]) == {"copy", "dictionary"}
+    assert all(set(scores) == documents for scores in result["baselines"].values())
+    assert result["model"]["overall"]["count"] == 12  # 10 % of each 40-row document
+    # word-for-word data: the dictionary is near perfect, copying the Spanish is not
+    assert (
+        result["baselines"]["dictionary"]["overall"]["chrf"]
+        > 90
+        > result["baselines"]["copy"]["overall"]["chrf"]
+    )
+    assert table(result).count("\n") == 2 + len(documents) - 1
+    with pytest.raises(ValueError, match="split"):
+        evaluate_translator(path, split="train")

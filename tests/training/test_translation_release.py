@@ -1,0 +1,41 @@
+"""A translator run released into a shipped folder: files, records, fixed samples, a card whose numbers are the
+records', and sums."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from translation_helpers import TINY, synthetic_rows
+
+import training.seq2seq as seq2seq
+from modeling.checkpoint import load_checkpoint
+from training.seq2seq import load_translation_recipe, train_translator
+from training.translation_release import EXAMPLES, release
+
+pytest.importorskip("sacrebleu")
+
+
+def test_release_writes_a_complete_documented_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(seq2seq, "load_tsunkua", synthetic_rows)
+    train_translator(load_translation_recipe("translator-es-oto", TINY), tmp_path / "run")
+    out = release(tmp_path / "run", tmp_path / "checkpoints" / "translator-es-oto")
+    names = {p.name for p in out.iterdir()}
+    assert names == {
+        "config.json", "model.safetensors", "tokenizer.json", "training.json", "evaluation.json", "samples.json",
+        "README.md",
+    }  # fmt: skip
+    load_checkpoint(out)  # verified against the SHA256SUMS written beside it
+    sums = (out.parent / "SHA256SUMS").read_text().splitlines()
+    assert len(sums) == len(names) and all(
+        line.split("  ")[1].startswith("translator-es-oto/") for line in sums
+    )
+    samples = json.loads((out / "samples.json").read_text())
+    assert [s["source"] for s in samples[: len(EXAMPLES)]] == list(EXAMPLES)
+    assert all("reference" in s for s in samples[len(EXAMPLES) :]) and len(samples) == len(EXAMPLES) + 3
+    card = (out / "README.md").read_text()
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    overall = evaluation["model"]["overall"]
+    assert f"chrF {overall['chrf']:.1f}" in card and "MPL-2.0" in card and "Toluca" in card
+    assert "atencion train translator-es-oto --out runs/translator-es-oto" in card
+    assert not any(p in card for p in ("/tmp/", str(tmp_path)))
