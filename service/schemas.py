@@ -5,8 +5,10 @@
 - ``/generate`` and ``/generate_stream``: Text Generation Inference (TGI), ``{"inputs", "parameters":
   {max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty, seed, stop, return_full_text,
   details}}``. As in TGI, setting ``temperature``, ``top_k`` or ``top_p`` turns sampling on.
-- ``/attention``: ``{"inputs": str, "parameters": {"layers", "heads", "target", "encoding", "gradient"}}`` →
-  the dict of ``service.inspection.analyse``.
+- ``/attention``: ``{"inputs": str, "parameters": {"layers", "heads", "target", "encoding", "gradient",
+  "translation"}}`` → the dict of ``service.inspection.analyse`` (a translator's: ``service.translation_inspection``).
+- ``/translate``: the Hugging Face translation pipeline, ``{"inputs": str | [str], "parameters":
+  {"max_new_tokens", "num_beams", "length_penalty"}}`` → ``[{"translation_text"}]``.
 
 Every request may name a served model with a top-level ``"model"`` (default: the first of its kind). What can
 be checked without the model's weights is checked here, in the API process, so a bad request never reaches a
@@ -289,7 +291,9 @@ class TranslateParameters(BaseModel):
     model_config = STRICT
     max_new_tokens: int = Field(128, ge=1, description="bounded by the server's max_new_tokens limit")
     num_beams: int = Field(4, ge=1, le=16, description="beam size; 1 = greedy")
-    length_penalty: float = Field(1.0, ge=-10, le=10, description="beam score / length ** length_penalty")
+    length_penalty: float = Field(
+        1.0, ge=-10, le=10, allow_inf_nan=False, description="beam score / length ** length_penalty"
+    )
 
     @model_validator(mode="after")
     def _limits(self) -> TranslateParameters:
@@ -305,9 +309,9 @@ class TranslateParameters(BaseModel):
 
 class TranslateRequest(Stamped):
     model_config = STRICT
-    inputs: str | list[str] = Field(description="Spanish text, or a list of texts")
+    inputs: Text | list[Text] = Field(description="Spanish text, or a list of texts")
     parameters: TranslateParameters = Field(default_factory=TranslateParameters)
-    model: str | None = Field(None, description="a served translator's name; default: the first")
+    model: Text | None = Field(None, description="a served translator's name; default: the first")
     options: dict[str, Any] | None = Field(None, description="accepted for the HF Inference API; ignored")
 
     @field_validator("inputs")

@@ -34,7 +34,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from modeling.beam_search import translate
-from modeling.checkpoint import save_checkpoint
+from modeling.checkpoint import load_checkpoint, save_checkpoint
 from modeling.config import ConfigError, TranslatorConfig, config_from_dict
 from modeling.translator import Translator
 from training.parallel import TOLUCA, Pair, clean, describe_split, load_tsunkua, split
@@ -42,7 +42,7 @@ from training.precision import autocast_for
 from training.recipe import RecipeError, _attention, _coerce, apply_override, recipe_path
 from training.schedule import noam_scheduler
 from training.tokenizer import train_bpe
-from training.translation_scores import scores_by_document
+from training.translation_scores import WordDictionary, scores_by_document
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class TranslationData:
     test: float = 0.1  # share of each document held out for test (its last rows)
     include_toluca: bool = False  # the Toluca-variety document (its own spelling): see the model card
     max_tokens: int = 128  # longer sides are cut to this many tokens (training only)
+    lexicon: bool = False  # add the word pairs of the training pairs' Dice dictionary as short training pairs
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class TranslationTraining:
     precision: str = "auto"
     threads: int = 1
     seed: int = 0
+    init_from: str = (
+        ""  # a translator checkpoint folder to continue from (its tokenizer and shape); "" = fresh
+    )
 
 
 @dataclass(frozen=True)
@@ -218,18 +222,32 @@ def train_translator(recipe: TranslationRecipe, out: str | Path, command: str = 
     rng = random.Random(t.seed)
     parts, dropped = corpus_split(recipe.data)
     train_pairs = parts["train"]
-    tokenizer = train_bpe(
-        [p.source for p in train_pairs] + [p.target for p in train_pairs], recipe.vocab_size
-    )
-    vocab = tokenizer.get_vocab()
-    config = dataclasses.replace(
-        recipe.model, vocab_size=tokenizer.get_vocab_size(), pad_token_id=vocab["<pad>"],
-        bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"],
-    )  # fmt: skip
-    model = Translator(config)
+    if t.init_from:
+        start = load_checkpoint(t.init_from)
+        tokenizer, model = start.tokenizer, start.model
+        config = dataclasses.replace(start.config, dropout=recipe.model.dropout)
+        model.config = config
+        for module in model.modules():  # the recipe's dropout, not the starting run's
+            if isinstance(module, torch.nn.Dropout):
+                module.p = config.dropout
+            elif hasattr(module, "dropout") and isinstance(module.dropout, float):
+                module.dropout = config.dropout
+    else:
+        tokenizer = train_bpe(
+            [p.source for p in train_pairs] + [p.target for p in train_pairs], recipe.vocab_size
+        )
+        vocab = tokenizer.get_vocab()
+        config = dataclasses.replace(
+            recipe.model, vocab_size=tokenizer.get_vocab_size(), pad_token_id=vocab["<pad>"],
+            bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"],
+        )  # fmt: skip
+        model = Translator(config)
     limit = min(recipe.data.max_tokens, config.max_len - 1)
-    sources = encode_side(tokenizer, [p.source for p in train_pairs], limit)
-    targets = encode_side(tokenizer, [p.target for p in train_pairs], limit)
+    pairs = [(p.source, p.target) for p in train_pairs]
+    if recipe.data.lexicon:
+        pairs += WordDictionary(pairs).entries()
+    sources = encode_side(tokenizer, [s for s, _ in pairs], limit)
+    targets = encode_side(tokenizer, [u for _, u in pairs], limit)
     lengths = [len(s) + len(u) for s, u in zip(sources, targets, strict=True)]
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     scheduler = noam_scheduler(optimizer, d_model=config.d_model, warmup=t.warmup, factor=t.noam_factor)
@@ -244,13 +262,14 @@ def train_translator(recipe: TranslationRecipe, out: str | Path, command: str = 
     record = {
         "recipe": recipe.to_dict(), "command": command, "precision": precision,
         "parameters": sum(p.numel() for p in model.parameters()), "train_pairs": len(train_pairs),
+        "lexicon_pairs": len(pairs) - len(train_pairs),
     }  # fmt: skip
     metrics = (out / "metrics.jsonl").open("a", encoding="utf-8")
     best, step, tokens, started = -1.0, 0, 0, time.monotonic()
     epoch = 0
     while step < t.steps:
         epoch += 1
-        for rows in batches(len(train_pairs), t.batch_size, lengths, rng):
+        for rows in batches(len(pairs), t.batch_size, lengths, rng):
             if step >= t.steps:
                 break
             model.train()

@@ -20,6 +20,30 @@ LICENSING = (
 )
 
 
+def _decoding(decoding: dict[str, Any]) -> str:
+    if decoding["num_beams"] == 1:
+        return "greedy search"
+    return f"beam search ({decoding['num_beams']} beams, length penalty {decoding['length_penalty']})"
+
+
+def _tried(evaluation: dict[str, Any]) -> str:
+    tried = evaluation.get("decodings_tried_on_validation", [])
+    return "; ".join(f"{_decoding(d)}: validation chrF {d['validation_chrf']:.1f}" for d in tried) or "—"
+
+
+def _stages(training: dict[str, Any]) -> list[str]:
+    lines = []
+    for stage in training.get("stages", []):
+        minutes = stage["train_seconds"] / 60
+        lines += [
+            f"Two stages: the first command trains from scratch and keeps step {stage['step']} (validation chrF "
+            f"{stage['validation']['chrf']:.1f}, {stage['tokens']:,} tokens, {minutes:.0f} minutes); the second "
+            "continues from it with the settings its `--set` names.",
+            "",
+        ]
+    return lines
+
+
 def _read(folder: Path, name: str) -> Any:
     return json.loads((folder / name).read_text(encoding="utf-8"))
 
@@ -140,18 +164,25 @@ def build_card(folder: str | Path) -> str:
         "",
         "```bash",
         "pip install 'atencion[translation]'",
-        f"atencion train translator-es-oto --out runs/{folder.name}"
-        + (
-            f"  # with {training['overrides'].split('--set', 1)[1].strip()}"
-            if training.get("overrides")
-            else ""
-        ),
+        *training["commands"],
         f"python -m training.translation_release runs/{folder.name} --out checkpoints/{folder.name}",
         "```",
         "",
-        f"Kept checkpoint: step {training['step']} of {training['steps']} ({training['tokens']:,} source + target "
+        *_stages(training),
+        (
+            f"The run was stopped by hand at step {training['stopped_at']} (the session's time); the command runs "
+            "exactly that far. "
+            if training.get("stopped_at")
+            else ""
+        )
+        + f"Kept checkpoint: step {training['step']} of {training['steps']} ({training['tokens']:,} source + target "
         f"tokens seen), {training['train_seconds'] / 60:.0f} minutes of wall time on hardware: one thread of a "
-        "2-core x86 CPU shared with other jobs (nice 10).",
+        "2-core x86 CPU shared with other jobs (nice 10)"
+        + (
+            f"; {training['lexicon_pairs']:,} word pairs of the training pairs' Dice dictionary were added as short training pairs."
+            if training.get("lexicon_pairs")
+            else "."
+        ),
         "",
         "| step | validation chrF | chrF++ | BLEU |",
         "|---:|---:|---:|---:|",
@@ -165,8 +196,8 @@ def build_card(folder: str | Path) -> str:
         "## Evaluation",
         "",
         f"sacrebleu chrF (character 6-grams, β = 2), chrF++ (plus word bigrams) and BLEU on the held-out **test** "
-        f"blocks ({overall['count']} pairs), beam search with {decoding['num_beams']} beams, length penalty "
-        f"{decoding['length_penalty']}. Baselines scored the same way: *copy* outputs the Spanish source; "
+        f"blocks ({overall['count']} pairs), decoded with {_decoding(decoding)}, the better on the validation "
+        f"block of {_tried(evaluation)}. Baselines scored the same way: *copy* outputs the Spanish source; "
         "*dictionary* replaces each Spanish word by the Otomí word it co-occurs with most (Dice coefficient over "
         "the training pairs) and keeps unknown words.",
         "",

@@ -3,7 +3,8 @@
     python -m training.translation_release runs/translator-es-oto --out checkpoints/translator-es-oto
 
 Copies the run's best checkpoint (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``training.json``),
-evaluates it on the held-out test block beside both baselines (``evaluation.json``), translates the fixed
+chooses greedy or beam search by chrF on the validation block, evaluates that on the held-out test block
+beside both baselines (``evaluation.json``), translates the fixed
 examples (``samples.json``): ``EXAMPLES``, written before the model was trained, and the first row of each
 document's test block with its reference — none chosen after looking at outputs. Then writes ``README.md`` (the
 model card) and the ``SHA256SUMS`` of the checkpoints folder.
@@ -33,11 +34,15 @@ EXAMPLES = (
     "Los mexicanos llegaron a la ciudad.",
     "¿Dónde está tu casa?",
 )
-DECODING = {"num_beams": 4, "length_penalty": 1.0, "max_new_tokens": 128}
+# Decodings tried on the validation block; the best by chrF is the one the test block is scored with.
+DECODINGS = (
+    {"num_beams": 1, "length_penalty": 1.0, "max_new_tokens": 128},
+    {"num_beams": 4, "length_penalty": 1.0, "max_new_tokens": 128},
+)
 FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
-def samples(directory: Path, data: TranslationData) -> list[dict[str, str]]:
+def samples(directory: Path, data: TranslationData, decoding: dict[str, Any]) -> list[dict[str, str]]:
     """The fixed examples' translations; test-block rows come with their reference."""
     loaded = load_checkpoint(directory)
     parts, _ = corpus_split(data)
@@ -47,16 +52,35 @@ def samples(directory: Path, data: TranslationData) -> list[dict[str, str]]:
     rows = [{"source": text} for text in EXAMPLES]
     rows += [{"source": p.source, "reference": p.target, "document": p.document} for p in firsts.values()]
     with torch.inference_mode():
-        outputs = translate(loaded.model.eval(), loaded.tokenizer, [r["source"] for r in rows], **DECODING)
+        outputs = translate(loaded.model.eval(), loaded.tokenizer, [r["source"] for r in rows], **decoding)
     return [r | {"translation": out} for r, out in zip(rows, outputs, strict=True)]
 
 
-def _clean_training(record: dict[str, Any], name: str) -> dict[str, Any]:
-    record = dict(record)
-    record["command"] = f"atencion train translator-es-oto --out runs/{name}"
-    if "--set" in record.get("original_command", ""):
-        record["overrides"] = record["original_command"]
-    return record
+def _overrides(command: str) -> list[str]:
+    """The ``--set`` values of a recorded ``atencion train`` command."""
+    words = command.split()
+    return words[words.index("--set") + 1 :] if "--set" in words else []
+
+
+def commands(record: dict[str, Any], name: str) -> list[str]:
+    """The commands that reproduce the run, with neutral folder names: a continued run (``init_from``) is
+    preceded by its first stage, cut at the step its checkpoint was kept."""
+    stage1 = f"runs/{name}-stage1"
+    out = []
+    init = record["recipe"]["training"].get("init_from")
+    if init:
+        first = record["stages"][0]
+        sets = [s for s in _overrides(first["command"]) if not s.startswith("training.steps=")]
+        sets.append(f"training.steps={first['step']}")
+        out.append(f"atencion train translator-es-oto --out {stage1} --set {' '.join(sets)}")
+    sets = [
+        f"training.init_from={stage1}/checkpoint" if s.startswith("training.init_from=") else s
+        for s in _overrides(record["command"])
+    ]
+    out.append(
+        f"atencion train translator-es-oto --out runs/{name}" + (f" --set {' '.join(sets)}" if sets else "")
+    )
+    return out
 
 
 def release(run: Path, out: Path) -> Path:
@@ -74,18 +98,41 @@ def release(run: Path, out: Path) -> Path:
     training["validation_curve"] = [
         {"step": m["step"], **m["validation"]} for m in metrics if "validation" in m
     ]
-    training["original_command"] = training.get("command", "")
-    training = _clean_training(training, out.name)
+    init = training["recipe"]["training"].get("init_from")
+    if init:
+        first = json.loads((Path(init) / "training.json").read_text(encoding="utf-8"))
+        training["stages"] = [
+            {k: first[k] for k in ("recipe", "command", "step", "tokens", "train_seconds", "validation")}
+        ]
+    reached = max(m["step"] for m in metrics)
+    if reached < training["steps"]:  # stopped by hand: the command runs exactly as far as the run went
+        words = training["command"].split()
+        sets = [w for w in _overrides(training["command"]) if not w.startswith("training.steps=")]
+        head = words[: words.index("--set")] if "--set" in words else words
+        training["command"] = " ".join([*head, "--set", *sets, f"training.steps={reached}"])
+        training["stopped_at"], training["steps"] = reached, reached
+    training["commands"] = commands(training, out.name)
+    training["command"] = training["commands"][-1]
+    for stage in training.get("stages", []):
+        stage["command"] = training["commands"][0]
+    training["recipe"]["training"]["init_from"] = f"runs/{out.name}-stage1/checkpoint" if init else ""
     (out / "training.json").write_text(
         json.dumps(training, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    evaluation = evaluate_translator(out, split="test", **DECODING)
+    tried = []
+    for decoding in DECODINGS:
+        validation = evaluate_translator(out, split="validation", **decoding)
+        tried.append({**decoding, "validation_chrf": validation["model"]["overall"]["chrf"]})
+    best = max(tried, key=lambda d: d["validation_chrf"])
+    decoding = {k: best[k] for k in DECODINGS[0]}
+    evaluation = evaluate_translator(out, split="test", **decoding)
+    evaluation["decodings_tried_on_validation"] = tried
     (out / "evaluation.json").write_text(
         json.dumps(evaluation, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     data = TranslationData(**training["recipe"]["data"])
     (out / "samples.json").write_text(
-        json.dumps(samples(out, data), indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        json.dumps(samples(out, data, decoding), indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     from training.translation_card import build_card
 

@@ -70,6 +70,7 @@ class WordDictionary:
             for s in s_words:
                 together[s].update(t_words)
         self.table: dict[str, str] = {}
+        self.dice: dict[str, float] = {}
         for s, counts in together.items():
             if source_count[s] < min_count:
                 continue
@@ -78,6 +79,14 @@ class WordDictionary:
                 key=lambda item: (2 * item[1] / (source_count[s] + target_count[item[0]]), item[1], item[0]),
             )
             self.table[s] = best[0]
+            self.dice[s] = 2 * best[1] / (source_count[s] + target_count[best[0]])
+        self.counts = source_count
+
+    def entries(self, min_count: int = 2, min_dice: float = 0.3) -> list[tuple[str, str]]:
+        """The word pairs seen at least ``min_count`` times with a Dice coefficient of at least ``min_dice``."""
+        return sorted(
+            (s, t) for s, t in self.table.items() if self.counts[s] >= min_count and self.dice[s] >= min_dice
+        )
 
     def translate(self, text: str) -> str:
         """Each word replaced in place; spaces and punctuation stay where they were."""

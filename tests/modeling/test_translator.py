@@ -135,7 +135,10 @@ def test_beam_of_one_is_greedy_and_wider_beams_score_at_least_as_well() -> None:
     model = make(seed=4)
     source, _, source_mask = batch()
     greedy_ids = greedy(model, source, source_mask, max_new_tokens=12)
-    assert beam_search(model, source, source_mask, num_beams=1, max_new_tokens=12) == greedy_ids
+    assert (
+        beam_search(model, source, source_mask, num_beams=1, length_penalty=0.0, max_new_tokens=12)
+        == greedy_ids
+    )
     assert all(1 <= len(ids) <= 12 and BASE.eos_token_id not in ids for ids in greedy_ids if ids)
 
     def logprob(row: int, ids: list[int]) -> float:

@@ -78,7 +78,7 @@ def test_metrics_parse_and_count_what_happened(server):
     assert value("atencion_time_to_first_token_seconds_count", path="/generate_stream") >= 1
     assert value("atencion_finish_reason_total") >= 2
     info = {s.labels["model"]: s for s in samples if s.name == "atencion_model_info"}
-    assert set(info) == {"encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse"}
+    assert set(info) == {"encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse", "translator"}
     assert all(s.value == 1 and s.labels["revision"] == "local" for s in info.values())
     assert info["decoder-sparse"].labels["kind"] == "decoder"
 

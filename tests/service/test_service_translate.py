@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 
 import numpy as np
+import requests
 import torch
 
 from modeling.beam_search import translate
@@ -61,6 +62,18 @@ def test_bad_input_gets_a_clear_4xx(server):
         assert response.status_code == status, (body, response.text)
         error = response.json()
         assert set(error) >= {"error", "error_type"} and words in error["error"], (body, error)
+    for raw, words in [  # strict types, finite floats and valid Unicode, as on the other routes
+        ('{"inputs": "hola", "parameters": {"num_beams": "2"}}', "num_beams"),
+        ('{"inputs": "hola", "parameters": {"length_penalty": NaN}}', "length_penalty"),
+        ('{"inputs": ["hola", "\\ud800"]}', "inputs"),
+    ]:
+        response = requests.post(
+            server.url + "/translate",
+            data=raw.encode(),
+            headers={"content-type": "application/json"},
+            timeout=60,
+        )
+        assert response.status_code == 422 and words in response.json()["error"], (raw, response.text)
 
 
 def test_attention_returns_cross_attention_target_by_source(server, tiny_checkpoints):

@@ -39,3 +39,29 @@ def test_release_writes_a_complete_documented_folder(tmp_path, monkeypatch):
     assert f"chrF {overall['chrf']:.1f}" in card and "MPL-2.0" in card and "Toluca" in card
     assert "atencion train translator-es-oto --out runs/translator-es-oto" in card
     assert not any(p in card for p in ("/tmp/", str(tmp_path)))
+
+
+def test_a_continued_run_is_released_with_both_commands(tmp_path, monkeypatch):
+    monkeypatch.setattr(seq2seq, "load_tsunkua", synthetic_rows)
+    first = train_translator(load_translation_recipe("translator-es-oto", TINY), tmp_path / "first")
+    second = [*TINY, f"training.init_from={first}", "data.lexicon=true", "training.steps=30"]
+    recipe = load_translation_recipe("translator-es-oto", second)
+    train_translator(
+        recipe,
+        tmp_path / "second",
+        command="atencion train translator-es-oto --out x --set " + " ".join(second),
+    )
+    record = json.loads((tmp_path / "second" / "checkpoint" / "training.json").read_text())
+    assert record["lexicon_pairs"] > 0  # the synthetic corpus is word for word: its dictionary is not empty
+    out = release(tmp_path / "second", tmp_path / "checkpoints" / "translator-es-oto")
+    card = (out / "README.md").read_text()
+    released = json.loads((out / "training.json").read_text())
+    stage1, stage2 = released["commands"]
+    assert stage1.startswith("atencion train translator-es-oto --out runs/translator-es-oto-stage1 --set")
+    assert stage1.endswith(f"training.steps={released['stages'][0]['step']}")
+    assert (
+        "training.init_from=runs/translator-es-oto-stage1/checkpoint" in stage2
+        and "data.lexicon=true" in stage2
+    )
+    assert stage1 in card and stage2 in card and "Two stages" in card
+    assert str(tmp_path) not in card + json.dumps(released)
