@@ -39,7 +39,7 @@ function renderTranslation(payload) {
     const figure = document.createElement("figure");
     const canvas = document.createElement("canvas");
     canvas.className = "cross-thumb";
-    canvas.title = `layer ${map.layer}, head ${map.head}`;
+    canvas.title = t("grid.cell", { layer: map.layer, head: map.head });
     paintCross(canvas, map, T, S);
     const pixel = Math.max(3, Math.round(160 / Math.max(T, S))); // the same scale on both axes
     canvas.style.width = `${pixel * S}px`;
@@ -53,7 +53,8 @@ function renderTranslation(payload) {
   drawRelevance($("cross-rollout"), payload.source_tokens, payload.rollout.source);
   const gradient = payload.gradient;
   $("cross-gradient-target").textContent = gradient
-    ? `(row ${gradient.target.position}: predicting ${gradient.target.token})` : "(off)";
+    ? t("cross.gradient_target", { position: gradient.target.position, token: shown(gradient.target.text ?? gradient.target.token) })
+    : t("cross.off");
   drawRelevance($("cross-gradient"), payload.source_tokens, gradient ? gradient.source_relevance : null);
   openCross(cross.maps[0]);
 }
@@ -108,5 +109,5 @@ function openCross(map) {
     context.fillText(token.text.trim(), 0, 0);
     context.restore();
   });
-  $("cross-title").textContent = `Cross-attention · layer ${map.layer}, head ${map.head} (rows: target, columns: source)`;
+  $("cross-title").textContent = t("cross.heading", { layer: map.layer, head: map.head });
 }

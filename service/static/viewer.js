@@ -493,6 +493,7 @@ function redraw() {
 // the language switch (i18n.js): rewrite what this file wrote
 document.addEventListener("i18n:change", () => {
   loadModels();
+  if (typeof cross !== "undefined" && cross.payload && !$("cross").hidden) renderTranslation(cross.payload);
   if (!state.payload) return;
   drawSummary();
   redraw();

@@ -107,7 +107,7 @@ def test_every_label_exists_in_both_languages(browser, server) -> None:
         ".concat([...document.querySelectorAll('[data-i18n-title]')].map((e) => e.dataset.i18nTitle))"
     )
     assert len(keys) > 30 and set(keys) <= set(es)
-    source = (STATIC / "viewer.js").read_text(encoding="utf-8")
+    source = "".join((STATIC / name).read_text(encoding="utf-8") for name in ("viewer.js", "cross.js"))
     used = set(re.findall(r'\bt\("([\w.]+)"', source))
     assert used and used <= set(es), sorted(used - set(es))
     es_values = driver.execute_script("return Object.values(MESSAGES.es)")
