@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from training.precision import cpu_info
+from modeling.precision import cpu_info
 
 REPORT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (

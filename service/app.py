@@ -48,7 +48,7 @@ from service.errors import (
     PayloadLimitMiddleware,
     install_error_handlers,
 )
-from service.fill_mask import FillMaskAPI
+from service.fill_mask import FillMaskAPI, choose_precisions, served_precisions
 from service.models import Catalog, ServedModel, install_catalog
 from service.settings import Settings
 from service.supervision import SupervisedLitServer, SupervisionMiddleware
@@ -88,7 +88,10 @@ def build_apis(settings: Settings, models: list[ServedModel]) -> list[ls.LitAPI]
     kinds = {m.kind for m in models}
     apis: list[ls.LitAPI] = []
     if "encoder" in kinds:
-        apis.append(FillMaskAPI(models, settings.limits, settings.max_batch_size, settings.batch_timeout))
+        precisions = choose_precisions(models, settings.precision)  # checked once, here, before any worker
+        apis.append(
+            FillMaskAPI(models, settings.limits, settings.max_batch_size, settings.batch_timeout, precisions)
+        )
     if "decoder" in kinds:
         apis.append(openai_api.CompletionsAPI(models, settings.limits))  # /v1/…: service.openai_api
     if "translator" in kinds:
@@ -122,6 +125,7 @@ def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) ->
         + list(openai_api.extra_paths(list(server.litapi_connector)))
         + [route for route in generate.ROUTES if any(m.kind == "decoder" for m in models)],
         "api_key_required": settings.api_key is not None,
+        "fill_mask_precision": served_precisions(list(server.litapi_connector)),
     }
 
 

@@ -8,6 +8,10 @@ value and becomes that request's own 4xx in ``encode_response``; the others in t
 Tokenizing, scoring and the candidates' fields are ``modeling.fill_mask``'s (shared with the CLI): softmax over
 the whole vocabulary at the mask position, then the ``top_k`` best (or the given ``targets``), as the Hugging
 Face pipeline does.
+
+Precision (``--precision`` / ``ATENCION_PRECISION``): ``auto`` runs an encoder's forward in bf16 autocast only
+where ``modeling.precision.choose`` found, at start-up, that bf16 keeps fp32's top-1 token and top-5 set on its
+fixed Spanish sentences (and the CPU has bf16 matmuls); ``/info`` says which precision each encoder got, and why.
 """
 
 import time
@@ -16,11 +20,13 @@ from queue import Empty
 from typing import Any
 
 import litserve as ls
+import torch
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
 from litserve.utils import LitAPIStatus, LoopResponseType
 
 from modeling.fill_mask import FillMaskError, MaskedText, candidates, encode, mask_probabilities, target_ids
+from modeling.precision import Choice, autocast, choose
 from service.errors import InputError, error_response
 from service.metrics import BATCH_SIZE, INPUT_TOKENS
 from service.models import ServedModel, load_for_worker, model_name
@@ -80,11 +86,19 @@ class PatientBatchedLoop(BatchedLoop):
 class FillMaskAPI(ls.LitAPI):
     """One worker holds every served encoder; a batch may mix models (one forward per model)."""
 
-    def __init__(self, models: list[ServedModel], limits: Limits, max_batch_size: int, batch_timeout: float):
+    def __init__(
+        self,
+        models: list[ServedModel],
+        limits: Limits,
+        max_batch_size: int,
+        batch_timeout: float,
+        precisions: dict[str, Choice] | None = None,
+    ):
         loop = PatientBatchedLoop() if max_batch_size > 1 else "auto"
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=PATH, loop=loop)
         self.served = [m for m in models if m.kind == "encoder"]
         self.limits = limits
+        self.precisions = precisions or {}  # name -> the precision its forward runs in (default fp32)
         self.threads = 1  # torch threads in the worker; service.app sets it from the core count
 
     def setup(self, device: str) -> None:
@@ -149,9 +163,11 @@ class FillMaskAPI(ls.LitAPI):
     def rank(self, requests: list[Prepared]) -> list[Any]:
         """One padded forward for every text of ``requests`` (all on the same model)."""
         checkpoint = self.checkpoints[requests[0].model]
-        probs = mask_probabilities(
-            checkpoint.model, [t for r in requests for t in r.texts], self.device
-        )  # (M, V)
+        choice = self.precisions.get(requests[0].model)
+        with autocast(choice.precision if choice else "fp32", torch.device(self.device)):
+            probs = mask_probabilities(
+                checkpoint.model, [t for r in requests for t in r.texts], self.device
+            )  # (M, V)
         results, seen = [], 0
         for request in requests:
             per_text = []
@@ -177,3 +193,38 @@ class FillMaskAPI(ls.LitAPI):
         if isinstance(output, InputError):
             return error_response(output)
         return output
+
+
+def choose_precisions(models: list[ServedModel], requested: str) -> dict[str, Choice]:
+    """Each served encoder's fill-mask precision (``modeling.precision.choose``), decided once at start-up, on
+    the CPU, before the workers load their copies."""
+    from modeling.checkpoint import load_checkpoint
+
+    choices = {}
+    for model in models:
+        if model.kind == "encoder":
+            checkpoint = load_checkpoint(model.path, device="cpu")
+            choices[model.name] = choose(requested, checkpoint.model, checkpoint.tokenizer)
+    return choices
+
+
+def served_precisions(apis: list[ls.LitAPI]) -> dict[str, dict[str, Any]]:
+    """For ``/info``: each encoder's precision, what was asked for, why, and the check's agreement."""
+    api = next((a for a in apis if isinstance(a, FillMaskAPI)), None)
+    if api is None:
+        return {}
+    return {
+        name: {
+            "precision": c.precision,
+            "requested": c.requested,
+            "reason": c.reason,
+            "agreement": None
+            if c.agreement is None
+            else {
+                "masks": c.agreement.masks,
+                "same_top1": c.agreement.same_top1,
+                "same_top5": c.agreement.same_top5,
+            },
+        }
+        for name, c in api.precisions.items()
+    }

@@ -24,6 +24,7 @@ DECODING = (
     "compiled",
 )  # the decoders' one-token step: plain, or torch.compile'd (modeling.decode_step)
 QUANTIZATIONS = ("none", "int8")  # the decoders' linear layers (modeling.quantization)
+PRECISIONS = ("auto", "fp32", "bf16")  # fill-mask; auto: bf16 where a start-up check agrees with fp32
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the hosts LitServe accepts
 SHIPPED_NAMES = ("encoder-dense", "encoder-sparse", "decoder-dense", "decoder-sparse", "taller")
 SHIPPED_TRANSLATORS = ("translator-es-oto",)
@@ -64,6 +65,7 @@ class Settings:
     api_key: str | None = None  # X-API-Key on the API routes and /info
     decoding: str = "eager"  # eager | compiled
     quantize: str = "none"  # none | int8
+    precision: str = "auto"  # fill-mask: auto | fp32 | bf16 (modeling.precision)
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -105,6 +107,12 @@ class Settings:
             "--quantize",
             "ATENCION_QUANTIZE",
             f"must be one of {', '.join(QUANTIZATIONS)}",
+        )
+        _check(
+            self.precision in PRECISIONS,
+            "--precision",
+            "ATENCION_PRECISION",
+            f"must be one of {', '.join(PRECISIONS)}",
         )
         for name, low in (
             ("max_input_tokens", 2),
@@ -153,6 +161,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
         "api_key": str,
         "decoding": str,
         "quantize": str,
+        "precision": str,
     }
     for name, kind in typed.items():
         variable = f"ATENCION_{name.upper()}"

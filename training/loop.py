@@ -28,11 +28,12 @@ from tqdm import tqdm
 
 from modeling.checkpoint import build_model, load_checkpoint, save_checkpoint
 from modeling.config import ModelConfig
+from modeling.precision import cpu_info
 from training import ddp
 from training.data import epoch_order, mask_tokens, pack_decoder, pack_encoder, prepare_corpus, shard, shift
 from training.evaluate import decoder_metrics, encoder_metrics
 from training.objectives import CausalLM, MaskedLM
-from training.precision import autocast_for, cpu_info
+from training.precision import autocast_for
 from training.recipe import Recipe
 from training.resume import load_state, prune_states, restore_optimizer, save_state
 from training.schedule import noam_scheduler
