@@ -46,8 +46,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests; print, don't write the report")
     args = parser.parse_args()
+    import os
+
     import torch
 
+    loads = [os.getloadavg()[0]]
     agreement = []
     for name in ENCODERS:
         checkpoint = load_checkpoint(REPO / "checkpoints" / name)
@@ -67,7 +70,9 @@ def main() -> None:
                 processes.append(start(command, port, Path(tmp) / f"{precision}.log"))
                 servers[precision] = f"http://127.0.0.1:{port}"
             short = interleaved(servers, "/fill-mask", FILL, counts, rounds)
+            loads.append(os.getloadavg()[0])
             long = interleaved(servers, "/fill-mask", PARAGRAPH, counts, rounds)
+            loads.append(os.getloadavg()[0])
         finally:
             for process in processes:
                 stop(process)
@@ -76,7 +81,8 @@ def main() -> None:
         [
             "## Fill-mask precision: fp32 against bf16 (bench/fill_mask_precision.py)",
             f"Machine: {machine()}; bf16 matmuls in hardware: {'yes' if supported else 'no'}. Shared by 8 engineers "
-            "working at once (load average 15-18 during the run): read the ratios, not the absolute numbers.",
+            f"working at once (1-minute load average {min(loads):.0f}-{max(loads):.0f} on 2 cores during the run): "
+            "read the ratios, not the absolute numbers.",
             "Agreement of bf16 with fp32 on `modeling.precision.CHECK_SENTENCES` (what `--precision auto` checks "
             "at start-up):\n\n| encoder | masks | same top-1 | same top-5 set |\n|---|---|---|---|\n"
             + "\n".join(agreement),

@@ -506,7 +506,7 @@ def install_routes(app: FastAPI, apis: list[ls.LitAPI]) -> None:
         return
     spec: CompletionsSpec = api.spec
     decoders = list(spec.served.values())
-    errors = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}}
+    errors = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
     sse_doc = {"text/event-stream": {"schema": {"type": "string"}}}
     for path, endpoint, request, response, summary in (
         (ROUTE, spec.completions, CompletionRequest, CompletionResponse, "OpenAI completions"),

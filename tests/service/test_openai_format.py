@@ -64,6 +64,15 @@ def test_validation_errors_name_the_field():
     with pytest.raises(OpenAIError) as caught:
         parse_body(b'{"model": "m", "prompt": ["a", 1]}', CompletionRequest)
     assert caught.value.param == "prompt"
+    for field, value in (
+        ("stream", "1"),
+        ("temperature", '"0.5"'),
+        ("max_tokens", "2.0"),
+        ("echo", '"true"'),
+    ):
+        with pytest.raises(OpenAIError) as caught:  # strict types, as OpenAI: "0.5" is not a number
+            parse_body(f'{{"model": "m", "prompt": "x", "{field}": {value}}}'.encode(), CompletionRequest)
+        assert caught.value.param == field
     with pytest.raises(OpenAIError) as caught:
         parse_body(b"[1, 2]", CompletionRequest)
     assert caught.value.code == "invalid_json"
