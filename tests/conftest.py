@@ -14,7 +14,7 @@ Stable names (other test directories rely on them):
   ``/health`` to answer 200, and at teardown sends SIGTERM, kills the group if needed and asserts that no
   process of the group is left. ``env`` entries are added to (or, with value None, removed from) the
   environment. Stop one early with ``server.stop()`` (returns the pids that had to be killed).
-- ``server`` (session): one ``Server`` serving all five tiny checkpoints, names ``encoder-dense`` (the default
+- ``server`` (session): one ``Server`` serving all five tiny checkpoints (fill-mask in fp32), names ``encoder-dense`` (the default
   encoder), ``encoder-sparse``, ``decoder-dense`` (the default decoder), ``decoder-sparse``, ``translator``.
 - ``Server``: ``url``, ``process``, ``log`` (path of its combined stdout/stderr), ``get(path, **kw)``,
   ``post(path, json=None, **kw)`` (``requests`` calls with a timeout), ``stop()``.
@@ -277,7 +277,9 @@ def server(tiny_checkpoints: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         args += ["--decoder", str(tiny_checkpoints / name)]
     args += ["--translator", str(tiny_checkpoints / "translator")]
     log = tmp_path_factory.mktemp("server") / "server.log"
-    running = launch(tuple(args), {"ATENCION_MAX_BATCH_SIZE": "8", "ATENCION_BATCH_TIMEOUT": "0.05"}, log)
+    # fp32: tests compare the served answers with the checkpoint's own (--precision auto is tested on its own)
+    env = {"ATENCION_MAX_BATCH_SIZE": "8", "ATENCION_BATCH_TIMEOUT": "0.05", "ATENCION_PRECISION": "fp32"}
+    running = launch(tuple(args), env, log)
     yield running
     left = running.stop()
     assert not left, f"processes left after SIGTERM: {left}"
