@@ -21,6 +21,7 @@ def test_info_reveals_no_local_paths(server, tiny_checkpoints):
         "encoder-sparse",
         "decoder-dense",
         "decoder-sparse",
+        "translator",
     }
 
 
