@@ -50,6 +50,7 @@ from service.errors import (
 )
 from service.fill_mask import FillMaskAPI, choose_precisions, served_precisions
 from service.models import Catalog, ServedModel, install_catalog
+from service.openapi import install_openapi
 from service.settings import Settings
 from service.supervision import SupervisedLitServer, SupervisionMiddleware
 from service.translate import TranslateAPI
@@ -82,6 +83,28 @@ class EventStreamMiddleware:
             await send(message)
 
         await self.app(scope, receive, sse_send)
+
+
+class PlainTextMiddleware:
+    """LitServe's ``/`` and ``/health`` answer without a content type: say ``text/plain`` (as documented)."""
+
+    def __init__(self, app: Any, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.paths = paths
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            return await self.app(scope, receive, send)
+
+        async def typed_send(message: dict) -> None:
+            headers = message.get("headers", [])
+            if message["type"] == "http.response.start" and not any(
+                k.lower() == b"content-type" for k, _ in headers
+            ):
+                message = {**message, "headers": [*headers, (b"content-type", b"text/plain; charset=utf-8")]}
+            await send(message)
+
+        await self.app(scope, receive, typed_send)
 
 
 def build_apis(settings: Settings, models: list[ServedModel]) -> list[ls.LitAPI]:
@@ -131,7 +154,8 @@ def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) ->
 
 def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
     """The configured LitServer (not started). Installs the catalog used to validate requests."""
-    install_catalog(Catalog.build(models, settings.limits))
+    catalog = Catalog.build(models, settings.limits)
+    install_catalog(catalog)
     apis = build_apis(settings, models)
     workers = {api.api_path: settings.workers_per_device for api in apis}
     workers["/attention"] = 1
@@ -153,6 +177,7 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
     paths += generate.install(app, models, settings.limits, device, threads)
     install_error_handlers(app)
     openai_api.install_routes(app, apis)
+    install_openapi(app, catalog, tuple(api.api_path for api in apis), settings.api_key is not None)
     described = info(settings, models, server)
 
     async def info_endpoint(request: Request) -> JSONResponse:
@@ -160,14 +185,14 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
 
     app.add_api_route("/info", info_endpoint, methods=["GET"], summary="served models, device, limits")
     app.add_api_route("/metrics", metrics.metrics_endpoint, methods=["GET"], include_in_schema=False)
-    app.router.redirect_slashes = (
-        False  # Starlette's redirect names the client's Host header: never follow it
-    )
+    # Starlette's trailing-slash redirect names the client's Host header: never follow it
+    app.router.redirect_slashes = False
     if (STATIC / "index.html").is_file():
         app.add_route("/ui", lambda request: RedirectResponse("/ui/"), include_in_schema=False)  # relative
         app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
     # innermost first: the SSE header must be set before GZip looks at the response
     app.add_middleware(EventStreamMiddleware, paths=STREAM_PATHS)
+    app.add_middleware(PlainTextMiddleware, paths=("/", "/health"))
     if any(api.stream for api in apis):  # LitServe adds GZip itself only when no API streams
         app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6)  # 9 costs 2–3× for ~1 %
     app.add_middleware(PayloadLimitMiddleware, max_bytes=settings.limits.max_payload_bytes)

@@ -109,3 +109,25 @@ def test_in_flight_limits_are_counted_per_route():
     statuses = asyncio.run(scenario())
     assert statuses[:3] == [("/generate", 429), ("/fill-mask", 200), ("/fill-mask", 200)]
     assert statuses[3:] == [("/generate", 200), ("/generate", 200)]
+
+
+def test_the_openapi_document_says_what_the_server_does(server):
+    document = server.get("/openapi.json").json()
+    assert "HTTPValidationError" not in json.dumps(document)
+    schemas = document["components"]["schemas"]
+    for path in ("/fill-mask", "/generate", "/generate_stream", "/attention"):
+        responses = document["paths"][path]["post"]["responses"]
+        assert {"400", "404", "413", "422", "429", "503"} <= set(responses), path
+        assert responses["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert schemas["ErrorBody"]["required"] == ["error", "error_type"]
+    stream = document["paths"]["/generate_stream"]["post"]["responses"]["200"]["content"]
+    assert list(stream) == ["text/event-stream"]
+    assert list(document["paths"]["/health"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    assert server.get("/health").headers["content-type"].startswith("text/plain")
+    limits = server.get("/info").json()["limits"]
+    new_tokens = schemas["GenerateParameters"]["properties"]["max_new_tokens"]
+    assert new_tokens["maximum"] == limits["max_new_tokens"]
+    inputs = schemas["GenerateRequest"]["properties"]["inputs"]
+    assert inputs["minLength"] == 1
+    models = schemas["FillMaskRequest"]["properties"]["model"]["anyOf"][0]["enum"]
+    assert models == ["encoder-dense", "encoder-sparse"]
