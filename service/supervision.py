@@ -78,9 +78,13 @@ class SupervisedLitServer(ls.LitServer):
     def _perform_graceful_shutdown(
         self, manager: Any, uvicorn_workers: dict, shutdown_reason: str = "normal"
     ):
-        dead = self._dead()
-        if dead is not None and not self._stopping:  # e.g. the manager died and took the main thread's wait
-            self._fail(*dead)
+        if not self._stopping and shutdown_reason != "keyboard_interrupt":
+            # LitServe's main thread stopped waiting without a signal: a child died under it (the queue manager,
+            # whose socket closes a moment before the process can be reaped): fail, do not drain
+            deadline = time.monotonic() + 1.0
+            while (dead := self._dead()) is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self._fail(*(dead or ("queue manager process", manager._process)))
         self._stopping = True  # processes stopping from here on are expected to
         return super()._perform_graceful_shutdown(manager, uvicorn_workers, shutdown_reason)
 
