@@ -22,13 +22,13 @@ def machine() -> str:
     return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def write_section(name: str, markdown: str) -> None:
-    """Replace (or append) the section between `<!-- bench:NAME -->` markers."""
-    text = REPORT.read_text(encoding="utf-8") if REPORT.exists() else HEADER
+def write_section(name: str, markdown: str, report: Path = REPORT) -> None:
+    """Replace (or append) the section between `<!-- bench:NAME -->` markers of ``report``."""
+    text = report.read_text(encoding="utf-8") if report.exists() else HEADER
     block = f"<!-- bench:{name} -->\n{markdown.strip()}\n<!-- /bench:{name} -->"
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = (
         pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     )
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text, encoding="utf-8")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(text, encoding="utf-8")

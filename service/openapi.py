@@ -49,10 +49,10 @@ SSE = {  # before OpenAPI 3.2, ``schema`` describes one event
 REQUESTS = {"FillMaskRequest": "encoder", "GenerateRequest": "decoder", "AttentionRequest": None}
 
 
-def _error(description: str) -> dict[str, Any]:
+def _error(description: str, shape: str = "ErrorBody") -> dict[str, Any]:
     return {
         "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape}"}}},
     }
 
 
@@ -79,11 +79,16 @@ def refine(schema: dict[str, Any], catalog: Catalog, api_paths: tuple[str, ...],
     for path, operations in schema.get("paths", {}).items():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            if path in api_paths:
+            if path in api_paths:  # OpenAI's routes keep OpenAI's error shape (service.openai_api)
+                shape = (
+                    "ErrorResponse"
+                    if path.startswith("/v1/") and "ErrorResponse" in components
+                    else "ErrorBody"
+                )
                 for status, description in ERROR_STATUSES.items():
-                    responses[str(status)] = _error(description)
+                    responses[str(status)] = _error(description, shape)
                 if api_key:
-                    responses["401"] = _error("missing or wrong X-API-Key")
+                    responses["401"] = _error("missing or wrong X-API-Key", shape)
             else:
                 responses["503"] = _error("the server is shutting down")
             if path == "/generate_stream":

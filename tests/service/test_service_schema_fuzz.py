@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-EXAMPLES = 100  # per operation: about a minute and a half for the whole document on 2 shared cores
+EXAMPLES = 60  # per operation: one to two minutes for the whole document on 2 shared cores
 
 
 @pytest.fixture(scope="module")
