@@ -142,7 +142,8 @@ def input_faults() -> list[str]:
                     },
                 ),
                 requests.post(
-                    base + "/attention", json={"model": "encoder-sparse", "inputs": "el perro come [MASK] en"}
+                    base + "/attention",
+                    json={"model": "encoder-sparse", "inputs": "el perro come [MASK] en la casa"},
                 ),
             )[1],
         ),

@@ -4,7 +4,7 @@ The suite's ``tests/service/test_service_schema_fuzz.py`` stops at the first fai
 script runs the same checks (schemathesis: no 5xx; status, content type and body as documented) over the shipped
 models with a larger budget, positive and negative data, and counts everything instead of stopping.
 
-    python -m bench.fuzz                      # 200 examples per operation and mode; writes docs/reliability.md
+    python -m bench.fuzz                      # 100 examples per operation and mode; writes docs/reliability.md
     python -m bench.fuzz --examples 20        # a short run, printed only
 """
 
@@ -73,7 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--examples", type=int, default=200, help="examples per operation and mode")
+    parser.add_argument("--examples", type=int, default=100, help="examples per operation and mode")
     args = parser.parse_args()
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="fuzz-")) / "server.log"
@@ -107,7 +107,7 @@ content type and body as documented. Machine: {machine()}.
     print(markdown)
     for sample in samples:
         print("violation:", sample)
-    if args.examples >= 200:
+    if args.examples >= 100:
         write_section("fuzz", markdown, REPORT)
 
 
