@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.models import Catalog
+from service.openai_api import TOKENIZER_ROUTES
 
 ERROR_BODY = {
     "type": "object",
@@ -77,14 +78,15 @@ def refine(schema: dict[str, Any], catalog: Catalog, api_paths: tuple[str, ...],
     components.pop("ValidationError", None)
     components["ErrorBody"] = ERROR_BODY
     for path, operations in schema.get("paths", {}).items():
+        openai_shaped = path.startswith("/v1/") or path in TOKENIZER_ROUTES  # service.openai_api's shape
+        shape = "ErrorResponse" if openai_shaped and "ErrorResponse" in components else "ErrorBody"
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            if path in api_paths:  # OpenAI's routes keep OpenAI's error shape (service.openai_api)
-                shape = (
-                    "ErrorResponse"
-                    if path.startswith("/v1/") and "ErrorResponse" in components
-                    else "ErrorBody"
-                )
+            for response in responses.values():  # FastAPI's {"detail"} 422 is never what leaves the server
+                for media in response.get("content", {}).values():
+                    if media.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                        media["schema"] = {"$ref": f"#/components/schemas/{shape}"}
+            if path in api_paths:
                 for status, description in ERROR_STATUSES.items():
                     responses[str(status)] = _error(description, shape)
                 if api_key:
