@@ -177,7 +177,7 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
     paths += generate.install(app, models, settings.limits, device, threads)
     install_error_handlers(app)
     openai_api.install_routes(app, apis)
-    install_openapi(app, catalog, tuple(api.api_path for api in apis), settings.api_key is not None)
+    install_openapi(app, catalog, paths, settings.api_key is not None)
     described = info(settings, models, server)
 
     async def info_endpoint(request: Request) -> JSONResponse:
