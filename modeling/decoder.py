@@ -51,8 +51,9 @@ class Decoder(nn.Module):
     def preallocated_cache(
         self, rows: int, max_len: int | None = None, *, dtype: torch.dtype | None = None, device=None
     ) -> list[KVCache]:
-        """One fixed ``(rows, H, max_len, D)`` cache per layer (default: the model's max_len, its dtype/device)."""
-        c, weight = self.config, self.lm_head.weight
+        """One fixed ``(rows, H, max_len, D)`` cache per layer (default: the model's max_len, the activations'
+        dtype and device: the token embeddings', which stay float when the linear layers hold int8 weights)."""
+        c, weight = self.config, self.embeddings.tokens.weight
         return [
             KVCache.preallocated(
                 rows,
