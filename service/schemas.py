@@ -60,6 +60,20 @@ def _not_blank(text: str) -> str:
     return text
 
 
+def _batch_of_texts(value: str | list[str]) -> str | list[str]:
+    """A text or a non-empty list of non-blank texts, at most the served batch size (422 beyond it)."""
+    texts = [value] if isinstance(value, str) else value
+    catalog = active_catalog()
+    cap = catalog.limits.max_batch_inputs if catalog else 32
+    if not texts:
+        raise PydanticCustomError("empty_input", "is an empty list: send at least one text")
+    if len(texts) > cap:
+        raise PydanticCustomError("out_of_range", f"has {len(texts)} texts, at most {cap} per request")
+    for text in texts:
+        _not_blank(text)
+    return value
+
+
 def _check_model(name: str | None, kind: str | None) -> None:
     catalog = active_catalog()
     if catalog is None:
@@ -109,16 +123,7 @@ class FillMaskRequest(Stamped):
     @field_validator("inputs")
     @classmethod
     def _inputs(cls, value: str | list[str]) -> str | list[str]:
-        texts = [value] if isinstance(value, str) else value
-        catalog = active_catalog()
-        cap = catalog.limits.max_batch_inputs if catalog else 32
-        if not texts:
-            raise PydanticCustomError("empty_input", "is an empty list: send at least one text")
-        if len(texts) > cap:
-            raise PydanticCustomError("out_of_range", f"has {len(texts)} texts, at most {cap} per request")
-        for text in texts:
-            _not_blank(text)
-        return value
+        return _batch_of_texts(value)
 
     @model_validator(mode="after")
     def _model(self) -> FillMaskRequest:
@@ -317,16 +322,7 @@ class TranslateRequest(Stamped):
     @field_validator("inputs")
     @classmethod
     def _inputs(cls, value: str | list[str]) -> str | list[str]:
-        texts = [value] if isinstance(value, str) else value
-        catalog = active_catalog()
-        cap = catalog.limits.max_batch_inputs if catalog else 32
-        if not texts:
-            raise PydanticCustomError("empty_input", "is an empty list: send at least one text")
-        if len(texts) > cap:
-            raise PydanticCustomError("too_long", f"has {len(texts)} texts, at most {cap} per request")
-        for text in texts:
-            _not_blank(text)
-        return value
+        return _batch_of_texts(value)
 
     @model_validator(mode="after")
     def _fits(self) -> TranslateRequest:

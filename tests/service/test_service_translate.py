@@ -55,7 +55,7 @@ def test_bad_input_gets_a_clear_4xx(server):
         ({"inputs": "hola", "parameters": {"temperature": 1.0}}, 422, "temperature"),
         ({"inputs": "hola", "model": "decoder-dense"}, 404, "decoder-dense"),
         ({"inputs": "palabra " * 2000}, 413, "tokens"),
-        ({"inputs": ["hola"] * 1000}, 413, "at most"),
+        ({"inputs": ["hola"] * 1000}, 422, "at most"),
     ]
     for body, status, words in cases:
         response = server.post("/translate", body)
