@@ -60,6 +60,8 @@ from modeling.decode_step import span_for
 from modeling.decoder import Decoder
 from modeling.generation import GeneratedToken, Sampling, TokenText, check_prompt, pick_tokens
 
+SPAN_STEP = 16  # an eager decode step reads the cache up to the longest row, rounded up to this
+
 
 class Overloaded(Exception):
     """The waiting queue is full; ``retry_after`` is a guess, in whole seconds, of when a place frees up."""
@@ -142,14 +144,12 @@ class Generation:
             self._engine._wake()
 
     def _put(self, item: GeneratedToken | GenerationError) -> None:
-        if self._loop is None:
-            self._sync.put(item)
-            return
-        try:
-            self._loop.call_soon_threadsafe(self._async.put_nowait, item)
-        except RuntimeError:  # the event loop is gone: nobody is listening
-            self.cancelled = True
-            self._engine._wake()
+        _deliver([(self, [item])])
+
+    def _receive(self, items: list[GeneratedToken | GenerationError]) -> None:
+        """On the consumer's event loop: queue what one step produced."""
+        for item in items:
+            self._async.put_nowait(item)
 
     def __aiter__(self) -> AsyncIterator[GeneratedToken]:
         return self._iterate_async()
@@ -181,6 +181,30 @@ class Generation:
                     return
         finally:
             self.cancel()
+
+
+def _deliver(deliveries: list[tuple[Generation, list[GeneratedToken | GenerationError]]]) -> None:
+    """Hand each generation its items: one ``call_soon_threadsafe`` per event loop for a whole step (each call
+    wakes the loop through a pipe and takes the GIL there), a plain queue for consumers outside a loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for generation, items in deliveries:
+        if generation._loop is None:
+            for item in items:
+                generation._sync.put(item)
+        else:
+            by_loop.setdefault(generation._loop, []).append((generation, items))
+    for loop, batch in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_receive_all, batch)
+        except RuntimeError:  # the event loop is gone: nobody is listening
+            for generation, _ in batch:
+                generation.cancelled = True
+                generation._engine._wake()
+
+
+def _receive_all(batch: list[tuple[Generation, list[GeneratedToken | GenerationError]]]) -> None:
+    for generation, items in batch:
+        generation._receive(items)
 
 
 @dataclass
@@ -377,12 +401,21 @@ class Engine:
         self._running.append(sequence)
         self._emit([sequence], logits)
 
+    def _span(self, length: int) -> int:
+        """The cache columns a decode step reads. A step reads every row's keys up to the span: at 32 rows the
+        keys and values of all layers no longer fit in the CPU's cache, and attention costs what it reads. An
+        eager step takes any span: ``length`` rounded up to ``SPAN_STEP``; a compiled one wants few shapes, a
+        power of two (``span_for``)."""
+        if isinstance(self.model, Decoder):
+            return min(self.config.max_len, -(-length // SPAN_STEP) * SPAN_STEP)
+        return span_for(length, self.config.max_len)
+
     @torch.inference_mode()
     def _decode(self) -> None:
         """One token for every running row, each at its own position."""
         rows = self._running
         n = len(rows)
-        span = span_for(max(s.length for s in rows) + 1, self.config.max_len)  # few distinct shapes
+        span = self._span(max(s.length for s in rows) + 1)
         try:
             ids = torch.tensor([[s.next_id] for s in rows], dtype=torch.long, device=self.device)  # (n, 1)
             positions = torch.tensor(
@@ -414,6 +447,7 @@ class Engine:
         top_k = max(s.top_logprobs for s in rows)
         top = logprobs.topk(top_k, dim=-1) if top_k else None
         now = time.monotonic()
+        deliveries = []
         for row, (sequence, token_id, logprob) in enumerate(zip(rows, tokens.tolist(), chosen, strict=True)):
             sequence.next_id = token_id
             best = ()
@@ -427,12 +461,13 @@ class Engine:
                 if out:
                     self.observer.tokens(sequence.route, len(out), first_seconds, per_token)
                     sequence.last_token_at = now
-            for token in out:
-                sequence.generation._put(token)
+            if out:
+                deliveries.append((sequence.generation, out))
             sequence.sent += len(out)
             self.generated_tokens += len(out)
             if sequence.text.done:
                 sequence.end = out[-1].finish_reason
+        _deliver(deliveries)
 
     @torch.inference_mode()
     def _leave(self) -> None:

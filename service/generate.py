@@ -81,6 +81,17 @@ def event(data: dict[str, Any]) -> str:
     return "data:" + json.dumps(data, ensure_ascii=False) + "\n\n"
 
 
+def token_event(index: int, token: GeneratedToken) -> str:
+    """The event of a token that is not the last, without ``top_tokens``: the very text of ``event`` on its dict,
+    written directly (it runs once per token per client on the event loop, beside the decode thread)."""
+    text = json.dumps(token.text, ensure_ascii=False)
+    special = "true" if token.special else "false"
+    return (
+        f'data:{{"index": {index}, "token": {{"id": {token.id}, "text": {text}, "logprob": {token.logprob!r}, '
+        f'"special": {special}}}, "top_tokens": null, "generated_text": null, "details": null}}\n\n'
+    )
+
+
 # ---- the engines ----------------------------------------------------------------------------------------------
 def engine_for(name: str | None) -> Engine:
     """The running engine of decoder ``name`` (None: the first served), or an ``InputError`` 404."""
@@ -215,6 +226,9 @@ async def _events(
         async for token in generation:
             tokens.append(token)
             last = token.finish_reason is not None
+            if not last and not top_n:
+                yield token_event(len(tokens) - 1, token)
+                continue
             yield event(
                 {
                     "index": len(tokens) - 1,

@@ -160,6 +160,8 @@ class EngineMetrics:
 
     def __init__(self, model: str) -> None:
         self.model = model
+        self._per_route: dict[str, tuple] = {}  # the labelled series ``tokens`` updates, looked up once
+        self._batch = GEN_BATCH.labels(model=model)
 
     def queued(self, route: str, waiting: int) -> None:
         GEN_WAITING.labels(model=self.model).set(waiting)
@@ -176,16 +178,25 @@ class EngineMetrics:
     def tokens(
         self, route: str, count: int, first_token_seconds: float | None, per_token: float | None
     ) -> None:
-        GEN_TOKENS.labels(model=self.model, path=route).inc(count)
-        GENERATED_TOKENS.labels(path=route).inc(count)
+        """Called for every row at every step, on the decode thread: the series are looked up once per route."""
+        series = self._per_route.get(route)
+        if series is None:
+            labels = {"model": self.model, "path": route}
+            series = self._per_route[route] = (
+                GEN_TOKENS.labels(**labels), GENERATED_TOKENS.labels(path=route),
+                GEN_FIRST_TOKEN.labels(**labels), FIRST_TOKEN.labels(path=route), GEN_PER_TOKEN.labels(**labels),
+            )  # fmt: skip
+        generated, generated_route, first, first_route, between = series
+        generated.inc(count)
+        generated_route.inc(count)
         if first_token_seconds is not None:
-            GEN_FIRST_TOKEN.labels(model=self.model, path=route).observe(first_token_seconds)
-            FIRST_TOKEN.labels(path=route).observe(first_token_seconds)
+            first.observe(first_token_seconds)
+            first_route.observe(first_token_seconds)
         if per_token is not None:
-            GEN_PER_TOKEN.labels(model=self.model, path=route).observe(per_token)
+            between.observe(per_token)
 
     def step(self, rows: int) -> None:
-        GEN_BATCH.labels(model=self.model).observe(rows)
+        self._batch.observe(rows)
 
     def ended(self, route: str, reason: str, running: int, waiting: int) -> None:
         GEN_ENDED.labels(model=self.model, path=route, reason=reason).inc()

@@ -115,3 +115,31 @@ def test_projection_single_row_fast_path_equals_linear_and_follows_updates() -> 
     y = projection(x)  # with autograd: the ordinary product, differentiable
     y.sum().backward()
     assert projection.weight.grad is not None
+
+
+def test_projection_several_rows_use_the_reordered_weight_and_follow_updates() -> None:
+    """Several rows without autograd: oneDNN's float32 product on a reordered copy of the weight, which equals
+    ``F.linear`` up to the order of the additions (1e-5 on outputs of size ~1) and is rebuilt after an update."""
+    from modeling.projection import ONEDNN, Projection
+
+    torch.manual_seed(7)
+    projection = Projection(64, 96)
+    x = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            projection(x),
+            torch.nn.functional.linear(x, projection.weight, projection.bias),
+            atol=1e-5,
+            rtol=0,
+        )
+        assert ("_reordered" in projection.__dict__) == ONEDNN
+        projection.weight.mul_(2.0)
+        torch.testing.assert_close(
+            projection(x),
+            torch.nn.functional.linear(x, projection.weight, projection.bias),
+            atol=1e-5,
+            rtol=0,
+        )
+    assert "_reordered" not in projection.state_dict()
+    projection(x).sum().backward()  # with autograd: the ordinary product
+    assert projection.weight.grad is not None

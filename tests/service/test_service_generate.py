@@ -116,3 +116,24 @@ def test_top_n_tokens_lists_the_best_alternatives_of_each_step(server, tiny_chec
     assert all(e["top_tokens"] is None for e in plain)
     too_many = server.post("/generate", {"inputs": "Hola", "parameters": {"top_n_tokens": 6}})
     assert too_many.status_code == 422 and "top_n_tokens" in too_many.json()["error"]
+
+
+def test_a_token_event_is_written_as_its_dict_would_be():
+    """The stream writes each token's event directly: the same text as dumping its dict (quotes, escapes,
+    non-ASCII, a special token, the lowest log-probability)."""
+    from modeling.generation import GeneratedToken
+    from service.generate import event, token_dict, token_event
+
+    for token in (
+        GeneratedToken(5, ' dijo "ñandú"\n\\', -0.123456789, False),
+        GeneratedToken(2, "</s>", -3.4028234663852886e38, True),
+        GeneratedToken(7, "€😀\u2028", -1e-07, False),
+    ):
+        data = {
+            "index": 3,
+            "token": token_dict(token),
+            "top_tokens": None,
+            "generated_text": None,
+            "details": None,
+        }
+        assert token_event(3, token) == event(data)
