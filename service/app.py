@@ -1,9 +1,9 @@
 """The LitServe server: one LitAPI per endpoint, the middlewares, ``/info``, ``/metrics``, ``/ui`` — wiring only.
 
 Routes
-- ``POST /fill-mask`` (batched), ``POST /generate``, ``POST /generate_stream`` (SSE; both on one continuous-batching
-  engine per decoder, ``service.generate``), ``POST /translate``
-  (batched), ``POST /attention``;
+- ``POST /fill-mask`` (batched), ``POST /generate``, ``POST /generate_stream`` (SSE) and the OpenAI routes
+  ``POST /v1/completions``, ``/v1/chat/completions`` (all four on one continuous-batching engine per decoder:
+  ``service.generate``, ``service.openai_api``), ``POST /translate`` (batched), ``POST /attention``;
   an endpoint is there only when a model of its kind is served.
 - ``GET /health``: 200 once every inference worker has loaded its models, 503 before.
 - ``GET /info``: served models (config, reference, repo, revision, commit), device, limits, batching, version.
@@ -115,19 +115,19 @@ def build_apis(settings: Settings, models: list[ServedModel]) -> list[ls.LitAPI]
         apis.append(
             FillMaskAPI(models, settings.limits, settings.max_batch_size, settings.batch_timeout, precisions)
         )
-    if "decoder" in kinds:
-        apis.append(openai_api.CompletionsAPI(models, settings.limits))  # /v1/…: service.openai_api
     if "translator" in kinds:
         apis.append(TranslateAPI(models, settings.limits, settings.max_batch_size, settings.batch_timeout))
     apis.append(AttentionAPI(models, settings.limits))
-    engines = 1 if "decoder" in kinds else 0  # the generation engines run in the API server process
+    engines = 1 if "decoder" in kinds else 0  # every generation route's engines run in the API process
     workers = settings.workers_per_device * (len(apis) - 1) + 1 + engines  # the attention API has one worker
     for api in apis:
         api.threads = max(1, (os.cpu_count() or 1) // workers)  # no more torch threads than cores, in all
     return apis
 
 
-def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) -> dict[str, Any]:
+def info(
+    settings: Settings, models: list[ServedModel], server: ls.LitServer, endpoints: tuple[str, ...]
+) -> dict[str, Any]:
     defaults = {
         kind: next((m.name for m in models if m.kind == kind), None)
         for kind in ("encoder", "decoder", "translator")
@@ -144,9 +144,7 @@ def info(settings: Settings, models: list[ServedModel], server: ls.LitServer) ->
         "limits": asdict(settings.limits),
         "batching": {"max_batch_size": settings.max_batch_size, "batch_timeout": settings.batch_timeout},
         "workers_per_device": settings.workers_per_device,
-        "endpoints": [api.api_path for api in server.litapi_connector]
-        + list(openai_api.extra_paths(list(server.litapi_connector)))
-        + [route for route in generate.ROUTES if any(m.kind == "decoder" for m in models)],
+        "endpoints": list(endpoints),
         "api_key_required": settings.api_key is not None,
         "fill_mask_precision": served_precisions(list(server.litapi_connector)),
     }
@@ -173,12 +171,12 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     threads = min(api.threads for api in apis)
-    paths = tuple(api.api_path for api in apis) + openai_api.extra_paths(apis)
+    paths = tuple(api.api_path for api in apis)
     paths += generate.install(app, models, settings.limits, device, threads)
+    paths += openai_api.install(app, models, settings.limits)  # on the same engines
     install_error_handlers(app)
-    openai_api.install_routes(app, apis)
     install_openapi(app, catalog, paths, settings.api_key is not None)
-    described = info(settings, models, server)
+    described = info(settings, models, server, paths)
 
     async def info_endpoint(request: Request) -> JSONResponse:
         return JSONResponse(described)
@@ -201,9 +199,9 @@ def build_server(settings: Settings, models: list[ServedModel]) -> ls.LitServer:
         app.add_middleware(
             ApiKeyMiddleware, api_key=settings.api_key, protected=(*paths, "/info", "/litserve/info")
         )
-    app.add_middleware(openai_api.OpenAIErrorShape)  # outside the limits and the key: their errors too
     app.add_middleware(metrics.MetricsMiddleware, paths=paths)
-    app.add_middleware(SupervisionMiddleware)  # outermost: sees every request, drains, fails loudly
+    app.add_middleware(SupervisionMiddleware)  # sees every request, drains, fails loudly
+    app.add_middleware(openai_api.OpenAIErrorShape)  # outermost: every error on /v1 in OpenAI's shape
     metrics.record_models(models)
     return server
 

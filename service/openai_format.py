@@ -1,4 +1,4 @@
-"""The OpenAI wire format, without the server: errors, validation, chat prompts, stop trimming, log-probs.
+"""The OpenAI wire format, without the server: errors, validation, chat prompts, log-probs.
 
 Everything here is a pure function of its inputs (tested directly in ``tests/service/test_openai_format.py``);
 ``service.openai_api`` wires it to the routes.
@@ -27,9 +27,17 @@ ERROR_TYPES = {
 class OpenAIError(Exception):
     """A request the OpenAI routes refuse: status, message, the field at fault (``param``) and a ``code``."""
 
-    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,  # seconds, for a 429
+    ):
         super().__init__(message)
         self.message, self.status, self.param, self.code = message, status, param, code
+        self.retry_after = retry_after
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.status, self.param, self.code)
@@ -99,48 +107,6 @@ def chat_prompt(messages: Sequence[tuple[str, str]]) -> str:
     """``[(role, text), …]`` → ``"Usuario: hola\\nAsistente:"`` (see ``CHAT_FORMAT``)."""
     lines = [f"{CHAT_ROLES[role]}: {text}" for role, text in messages]
     return "\n".join([*lines, "Asistente:"])
-
-
-# ---- text: stop sequences are cut out, and nothing of one is ever streamed -------------------------------------
-class TextStream:
-    """The generated text as it grows, cut before the first stop sequence (OpenAI leaves the stop out).
-
-    ``add`` returns what may be sent now: text that could still turn out to be the start of a stop sequence is
-    held back until the next piece shows whether it is. ``lstrip`` drops leading whitespace (chat answers
-    follow ``'Asistente:'``).
-    """
-
-    def __init__(self, stops: Sequence[str], lstrip: bool = False) -> None:
-        self.stops = [s for s in stops if s]
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.lstrip = lstrip
-        self.text = ""  # everything generated
-        self.begin = 0  # where the answer starts (after leading whitespace, with lstrip)
-        self.sent = 0  # characters of text already returned (an index into text)
-        self.stopped = False
-
-    def add(self, piece: str, final: bool = False) -> str:
-        if self.stopped:
-            return ""
-        self.text += piece
-        cuts = [i for i in (self.text.find(s) for s in self.stops) if i >= 0]
-        if cuts:
-            end, self.stopped = max(self.sent, min(cuts)), True
-        elif final:
-            end = len(self.text)
-        else:
-            end = max(self.sent, len(self.text) - self.hold)
-        if self.lstrip and self.sent == self.begin:  # nothing but whitespace so far
-            while self.sent < end and self.text[self.sent].isspace():
-                self.sent += 1
-            self.begin = self.sent
-        new = self.text[self.sent : end]
-        self.sent = end
-        return new
-
-    @property
-    def result(self) -> str:
-        return self.text[self.begin : self.sent]
 
 
 # ---- tokens as OpenAI shows them ------------------------------------------------------------------------------
@@ -233,3 +199,14 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
         return node
 
     return walk(schema)
+
+
+def documented(model: type, names: list[str]) -> dict[str, Any]:
+    """A request body for ``openapi_extra``: the model's schema inlined, ``model`` one of ``names`` (so that
+    clients and the schema fuzzer find the served decoders)."""
+    schema = inline_refs(model.model_json_schema())
+    field = schema["properties"]["model"]
+    for branch in field.get("anyOf", [field]):
+        if branch.get("type") == "string":
+            branch["enum"] = names
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

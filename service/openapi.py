@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.models import Catalog
-from service.openai_api import TOKENIZER_ROUTES
+from service.openai_models import TOKENIZER_ROUTES
 
 ERROR_BODY = {
     "type": "object",

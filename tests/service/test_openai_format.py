@@ -1,14 +1,16 @@
-"""The OpenAI wire format without a server: stop sequences, validation errors, the chat prompt, log-probs."""
+"""The OpenAI wire format without a server: stop sequences (the engine's, under OpenAI's rule), validation errors,
+the chat prompt, log-probs."""
 
 from __future__ import annotations
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from modeling.config import DecoderConfig
+from modeling.generation import Sampling, TokenText
 from service.openai_format import (
     CompletionLogprobs,
     OpenAIError,
-    TextStream,
     chat_prompt,
     finish_reason,
     inline_refs,
@@ -18,10 +20,23 @@ from service.openai_format import (
 from service.openai_schemas import ChatCompletionRequest, CompletionRequest
 
 
-def stream(pieces: list[str], stops: list[str], lstrip: bool = False) -> tuple[list[str], str]:
-    text = TextStream(stops, lstrip)
-    sent = [text.add(p, final=i == len(pieces) - 1) for i, p in enumerate(pieces)]
-    return sent, text.result
+def openai_text(pieces: list[str], stops: list[str]) -> tuple[list[str], str | None]:
+    """What the engine's ``TokenText`` releases after each piece under OpenAI's stop rule (the text ends just
+    before the stop), with a tokenizer whose tokens are exactly ``pieces``; and the last finish reason."""
+    vocab = {"<pad>": 0, "</s>": 1, **{p: i + 2 for i, p in enumerate(dict.fromkeys(pieces))}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    tokenizer.decoder = decoders.Fuse()
+    config = DecoderConfig(vocab_size=len(vocab), d_model=8, n_layers=1, n_heads=1, d_ff=8, eos_token_id=1)
+    sampling = Sampling(stop=tuple(stops), stop_in_text=False)
+    text = TokenText(tokenizer, [0], sampling, config, budget=len(pieces))
+    sent, finish = [], None
+    for piece in pieces:
+        if text.done:  # the engine stops feeding a finished sequence
+            break
+        released = text.accept(vocab[piece], -1.0)
+        sent.append("".join(t.text for t in released))
+        finish = released[-1].finish_reason if released else finish
+    return sent, finish
 
 
 @pytest.mark.parametrize(
@@ -36,17 +51,11 @@ def stream(pieces: list[str], stops: list[str], lstrip: bool = False) -> tuple[l
     ],
 )
 def test_a_stop_sequence_never_leaks_into_the_stream(pieces, stops, expected):
-    sent, result = stream(pieces, stops)
-    assert "".join(sent) == result == expected
-    for stop in stops:
-        assert stop not in "".join(sent)
-
-
-def test_lstrip_drops_leading_whitespace_only():
-    sent, result = stream([" ", "\n Hola", " ", "tú"], [], lstrip=True)
-    assert result == "Hola tú" and "".join(sent) == result
-    _, stopped = stream(["\nUsuario:", " más"], ["\nUsuario:"], lstrip=True)
-    assert stopped == ""  # the stop is found in the text as generated, not in the stripped one
+    sent, finish = openai_text(pieces, stops)
+    assert "".join(sent) == expected
+    assert finish == ("stop_sequence" if stops and expected != "abcSTx" else "length")
+    for i in range(len(sent)):  # at no moment has part of a stop gone out beyond the final text
+        assert expected.startswith("".join(sent[: i + 1]))
 
 
 def test_validation_errors_name_the_field():
