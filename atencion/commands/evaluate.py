@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ngram-positions", type=int, default=1000, help="masked positions the n-gram fills")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation masking")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
-    parser.add_argument("--quantize", choices=("int8",), help="decoders: score with int8 weights")
+    parser.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="score with int8 linear layers (decoders: weights; encoders: weights and activations)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

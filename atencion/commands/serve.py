@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantize",
         choices=("none", "int8"),
-        help="decoders' weights: none (default) or int8 (env ATENCION_QUANTIZE)",
+        help="decoders' weights: none (default) or int8 (env ATENCION_QUANTIZE); encoders are faster in bf16 "
+        "(--precision) than in int8, measured in docs/benchmarks.md",
     )
 
 

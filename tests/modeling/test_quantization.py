@@ -10,7 +10,7 @@ from modeling.config import DecoderConfig, EncoderConfig
 from modeling.decode_step import CompiledDecoder
 from modeling.decoder import Decoder
 from modeling.encoder import Encoder
-from modeling.quantization import Int8Linear, quantize
+from modeling.quantization import DynamicInt8Linear, Int8Linear, quantize
 
 CONFIG = DecoderConfig(
     vocab_size=61, d_model=32, n_layers=2, n_heads=2, d_ff=48, max_len=64, dropout=0.0, position="rope",
@@ -70,9 +70,57 @@ def test_quantized_model_decodes_through_the_static_cache_step_alike() -> None:
             assert torch.equal(ids_a, ids_b)
 
 
-def test_unknown_method_and_encoders_are_refused() -> None:
+def test_unknown_method_and_other_models_are_refused() -> None:
     with pytest.raises(ValueError, match="'int4' is not one of int8"):
         quantize(make(), "int4")
-    encoder = Encoder(EncoderConfig(vocab_size=61, d_model=32, n_layers=1, n_heads=2, d_ff=48, max_len=16))
-    with pytest.raises(ValueError, match="for decoders, got Encoder"):
-        quantize(encoder, "int8")
+    with pytest.raises(ValueError, match="for decoders and encoders, got Linear"):
+        quantize(torch.nn.Linear(4, 4), "int8")
+
+
+# ---- encoders: int8 activations × int8 weights ----------------------------------------------------------------
+def encoder() -> Encoder:
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=2, d_ff=48, max_len=16, dropout=0.0)
+    return Encoder(config).eval()
+
+
+def test_dynamic_int8_error_is_bounded_by_both_roundings() -> None:
+    """|x·w − x̂·ŵ| ≤ s_x/2·Σ|w| + s_w/2·Σ|x| + K·s_x·s_w/4 per output, each rounding at most half its step."""
+    linear = torch.nn.Linear(40, 24)
+    q = DynamicInt8Linear(linear)
+    x = torch.randn(2, 5, 40)
+    with torch.no_grad():
+        exact, approx = linear(x), q(x)
+    s_x = x.abs().amax(-1, keepdim=True) / 127  # (2, 5, 1)
+    s_w = q.scale  # (24,)
+    bound = (
+        s_x / 2 * linear.weight.abs().sum(1) + s_w / 2 * x.abs().sum(-1, keepdim=True) + 40 * s_x * s_w / 4
+    )
+    assert approx.shape == exact.shape == (2, 5, 24)
+    assert ((approx - exact).abs() <= bound + 1e-5).all()
+    assert (approx - exact).abs().max() > 0  # it really is int8: not the float product
+
+
+def test_dynamic_int8_handles_an_all_zero_row() -> None:
+    q = DynamicInt8Linear(torch.nn.Linear(8, 4, bias=False))
+    with torch.no_grad():
+        assert torch.equal(q(torch.zeros(3, 8)), torch.zeros(3, 4))
+
+
+def test_an_encoder_gets_int8_blocks_and_head_dense_and_keeps_its_float_embeddings() -> None:
+    model = encoder()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    q = quantize(model, "int8")
+    assert [m for m in q.modules() if isinstance(m, torch.nn.Linear)] == []
+    assert (
+        len([m for m in q.modules() if isinstance(m, DynamicInt8Linear)]) == 2 * 4 + 1
+    )  # qkv, out, up, down; head
+    assert q.embeddings.tokens.weight.dtype == torch.float32  # the lookup and the tied output head
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    ids = torch.randint(5, 61, (3, 12), generator=torch.Generator().manual_seed(0))
+    pad = torch.ones(3, 12, dtype=torch.bool)
+    pad[1, 8:] = False
+    with torch.no_grad():
+        exact, approx = model(ids, pad).logits, q(ids, pad).logits
+    assert (approx - exact).abs().max() < 0.05 * exact.std()  # about 1 % of the spread here
