@@ -11,6 +11,9 @@ Shapes: B batch, H heads, T queries, S keys, D head width, d = H·D model width.
   layout's blocks are computed. Decoding with a cache uses the layout's token mask on the dense paths instead
   (T new queries against S keys is linear in S anyway).
 
+``attend_in_segments`` runs ``attend`` per group of rows of a running batch, each group reading only the keys it
+needs (a cache view's ``segments``, ``modeling.kv_cache``).
+
 ``dense_plan`` computes the dense paths' ``(mask, is_causal)`` in one place, from shapes alone: nothing in a
 decode step reads a tensor's value on the host, and every mask is built on the queries' device. Positions are
 shared ``(T,)`` or per row ``(B, T)`` (a running batch whose sequences sit at different positions; see
@@ -102,6 +105,35 @@ def attend(
     return out, (probs if need_weights else None)
 
 
+def attend_in_segments(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    segments: tuple[tuple[int, int, int], ...],
+    *,
+    q_pos: Tensor,
+    k_pos: Tensor,
+    **options,
+) -> Tensor:
+    """``attend`` for a running batch grouped by length: rows ``first … end − 1`` read only their first
+    ``columns`` keys, for each ``(first, end, columns)`` of ``segments`` (covering the rows in order). Decoding
+    a batch, attention costs the keys and values it reads; a group of short rows need not read as far as the
+    longest row. ``q (B, H, T, D)``, ``q_pos (B, T)``, ``k, v (B, H, S, D)`` → ``(B, H, T, D)``."""
+    out = [
+        attend(
+            q[first:end],
+            k[first:end, :, :columns],
+            v[first:end, :, :columns],
+            q_pos=q_pos[first:end],
+            k_pos=k_pos[:columns],
+            pad_mask=None,
+            **options,
+        )[0]  # fmt: skip
+        for first, end, columns in segments
+    ]
+    return out[0] if len(out) == 1 else torch.cat(out)  # (B, H, T, D)
+
+
 def dense_plan(
     layout: Layout | None,
     causal: bool,
@@ -183,20 +215,26 @@ class MultiHeadAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
         if self.rope is not None:
             q, k = self.rope.apply_pair(q, k, positions)
-        k_pos = positions
+        k_pos, segments = positions, None
         if cache is not None and positions.dim() == 2:  # each row at its own positions
             k, v = cache.write(k, v, positions)  # (B, H, span, D)
             k_pos = torch.arange(cache.span, device=positions.device)  # (span,)
+            segments = None if need_weights or pad_mask is not None else cache.segments
         elif cache is not None:
             past = cache.length
             k, v = cache.append(k, v)  # (B, H, S, D)
             k_pos = torch.arange(past + T, device=positions.device)  # (S,)
         elif positions.dim() == 2:
             raise ValueError("MultiHeadAttention: per-row positions (B, T) need a cache to write into")
-        out, probs = attend(
-            q, k, v, score=self.score, layout=layout, causal=self.causal, pad_mask=pad_mask,
-            q_pos=positions, k_pos=k_pos, relative=self.relative, need_weights=need_weights,
+        options = dict(
+            score=self.score, layout=layout, causal=self.causal, relative=self.relative,
             dropout_p=self.dropout if self.training else 0.0,
         )  # fmt: skip
+        if segments is not None:
+            out, probs = attend_in_segments(q, k, v, segments, q_pos=positions, k_pos=k_pos, **options), None
+        else:
+            out, probs = attend(
+                q, k, v, pad_mask=pad_mask, q_pos=positions, k_pos=k_pos, need_weights=need_weights, **options
+            )
         out = out.transpose(1, 2).reshape(B, T, self.d_model)  # (B, T, d)
         return self.out(out), probs

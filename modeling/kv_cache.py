@@ -20,8 +20,12 @@ Design (shared by the plain decoding loop, the continuous-batching engine and a 
   over ``view(slice(0, R), span=max_len)`` has the same shapes at every step (what ``torch.compile`` wants);
   a scheduler that knows its rows' lengths as host integers passes the smallest span that covers them instead,
   so each step reads only the columns in use.
-- ``move_row(src, dst)`` copies one row over another, so a running batch keeps its sequences in rows
-  ``0 … n − 1`` (a view of the first n rows, never a gather of scattered ones).
+- ``move_row(src, dst)`` copies one row over another, and ``shift_rows`` moves a range of rows up or down by
+  one, so a running batch keeps its sequences in rows ``0 … n − 1`` (a view of the first n rows, never a gather
+  of scattered ones), in the order it chooses.
+- **Segments.** A view may group its rows into ``segments`` ``(first, end, columns)``: rows ``first … end − 1``
+  read only their first ``columns`` columns (``modeling.attention.attend_in_segments``). A batch whose rows are
+  kept longest first reads each group's keys up to the group's longest row instead of the batch's.
 """
 
 from __future__ import annotations
@@ -33,13 +37,21 @@ from torch import Tensor
 class KVCache:
     """Keys and values ``(R, H, capacity, D)`` of one layer; row r is one sequence, column p its position p."""
 
-    def __init__(self, k: Tensor | None = None, v: Tensor | None = None, *, span: int | None = None) -> None:
+    def __init__(
+        self,
+        k: Tensor | None = None,
+        v: Tensor | None = None,
+        *,
+        span: int | None = None,
+        segments: tuple[tuple[int, int, int], ...] | None = None,
+    ) -> None:
         if (k is None) != (v is None) or (k is not None and (k.dim() != 4 or k.shape[:3] != v.shape[:3])):
             raise ValueError("KVCache: give both k and v as (R, H, capacity, D) tensors, or neither")
         self._k, self._v = k, v  # (R, H, capacity, D)
         self._growable = k is None
         self._length = 0
         self.span = span if span is not None else (0 if k is None else k.shape[2])
+        self.segments = segments  # (first row, end row, columns): see the module docstring
 
     @classmethod
     def preallocated(
@@ -76,21 +88,39 @@ class KVCache:
     def v(self) -> Tensor | None:
         return None if self._v is None else self._v[:, :, : self._length]  # (R, H, S, D)
 
-    def view(self, rows: slice, span: int | None = None) -> KVCache:
+    def view(
+        self, rows: slice, span: int | None = None, segments: tuple[tuple[int, int, int], ...] | None = None
+    ) -> KVCache:
         """Rows ``rows`` of this cache, reading columns ``0 … span − 1`` (default: all); writes go to the storage.
-        The view starts with ``length`` 0: ``append`` on it fills a fresh sequence from position 0."""
+        The view starts with ``length`` 0: ``append`` on it fills a fresh sequence from position 0. ``segments``
+        ``(first, end, columns)``, in the view's row numbers, cover its rows in order, each within the span."""
         if self._k is None:
             raise ValueError("KVCache.view: the cache has no storage yet (use KVCache.preallocated)")
         span = self.capacity if span is None else span
         if not 0 < span <= self.capacity:
             raise ValueError(f"KVCache.view: span must be in [1, {self.capacity}], got {span}")
-        return KVCache(self._k[rows], self._v[rows], span=span)
+        k, v = self._k[rows], self._v[rows]
+        if segments is not None:
+            ends = [0, *(end for _, end, _ in segments)]
+            if [first for first, _, _ in segments] != ends[:-1] or ends[-1] != k.shape[0]:
+                raise ValueError(f"KVCache.view: segments must cover rows 0 … {k.shape[0] - 1} in order")
+            if any(not 0 < columns <= span for _, _, columns in segments):
+                raise ValueError(f"KVCache.view: segments' columns must be in [1, {span}]")
+        return KVCache(k, v, span=span, segments=segments)
 
     def move_row(self, src: int, dst: int) -> None:
         """Copy row ``src`` over row ``dst`` (a running batch closing the gap a finished sequence left)."""
         if src != dst:
             self._k[dst] = self._k[src]
             self._v[dst] = self._v[src]
+
+    def shift_rows(self, first: int, end: int, by: int, columns: int) -> None:
+        """Move rows ``first … end − 1`` to ``first + by …`` (``by`` ±1), their first ``columns`` columns only:
+        a running batch kept in order makes room for a row, or closes the gap a row left."""
+        if first < end and by and columns:
+            source, target = slice(first, end), slice(first + by, end + by)
+            self._k[target, :, :columns] = self._k[source, :, :columns].clone()  # the ranges overlap
+            self._v[target, :, :columns] = self._v[source, :, :columns].clone()
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append ``k, v (R, H, T, D)`` at positions ``length …``; return all keys and values ``(R, H, S + T, D)``."""

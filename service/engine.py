@@ -4,19 +4,23 @@ served decoder, shared by every generation route.
     submit ─▶ waiting (bounded: full → Overloaded, a 429 with Retry-After)
                  │ at the next step, while a row is free
                  ▼
-             prefill (the prompt alone into its cache row; its first token goes out at once)
-                 │
+             prefill (the prompt alone into a cache row, placed so that the rows stay longest first;
+                 │        its first token goes out at once)
                  ▼
              running ──▶ one decode step for all rows, each at its own position ──▶ tokens out
                  │ finished / stop string / cancelled / past its time limit: leaves before the next step
                  ▼
-             row freed (the last row moves into the gap, so the running rows are always 0 … n − 1)
+             row freed (the shorter rows below it move up: the running rows are always 0 … n − 1, longest first)
 
 Each row has its own KV-cache row and position (``modeling.kv_cache``: a preallocated cache, written at per-row
-positions, read through a span that covers the longest row), its own sampling settings, seen tokens (repetition
-penalty), seeded generator, detokenizer and stop strings (``modeling.generation.pick_tokens`` / ``TokenText``,
-the very code of the one-sequence loop ``stream_tokens``), so a request's tokens do not depend on its
-batch-mates. Sparse decoders take each row's mask from the layout at the row's own position.
+positions), its own sampling settings, seen tokens (repetition penalty), seeded generator, detokenizer and stop
+strings (``modeling.generation.pick_tokens`` / ``TokenText``, the very code of the one-sequence loop
+``stream_tokens``), so a request's tokens do not depend on its batch-mates. Sparse decoders take each row's
+mask from the layout at the row's own position.
+
+What a step reads: at 32 rows the keys and values of every layer outgrow the CPU's cache, and a step's attention
+costs the columns it reads. The rows being longest first, each group of ``SEGMENT_ROWS`` rows reads only up to
+its own longest row (``_reads``); moving rows costs only the columns in use (``KVCache.shift_rows``).
 
 Where it runs, and why not LitServe's ``ContinuousBatchingLoop``: the scheduler is one thread in the API
 server process; the routes (``/generate``, ``/generate_stream``, the OpenAI routes) call ``Engine.submit`` and
@@ -60,7 +64,7 @@ from modeling.decode_step import span_for
 from modeling.decoder import Decoder
 from modeling.generation import GeneratedToken, Sampling, TokenText, check_prompt, pick_tokens
 
-SPAN_STEP = 16  # an eager decode step reads the cache up to the longest row, rounded up to this
+SEGMENT_ROWS = 8  # an eager decode step reads each group of this many rows up to the group's longest
 
 
 class Overloaded(Exception):
@@ -366,8 +370,7 @@ class Engine:
 
     @torch.inference_mode()
     def _prefill(self, sequence: _Sequence) -> None:
-        """The prompt alone into the next free row; its first token goes out at once."""
-        row = len(self._running)
+        """The prompt alone into a free row (the rows stay longest first); its first token goes out at once."""
         s = sequence.sampling
         if s.do_sample and s.seed is not None:
             sequence.generator = torch.Generator().manual_seed(s.seed)
@@ -378,6 +381,7 @@ class Engine:
             sequence.route, started - sequence.submitted, len(sequence.prompt_ids),
             len(self._running) + 1, len(self._waiting),
         )  # fmt: skip
+        row = self._make_room(len(sequence.prompt_ids))
         try:
             ids = torch.tensor([sequence.prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
             self._seen[row] = False
@@ -392,36 +396,63 @@ class Engine:
                 positions = torch.arange(T, device=self.device)[None]  # (1, T)
                 logits = self.model.next_logits(ids, views, positions=positions)
         except Exception as error:  # noqa: BLE001 — this request's failure only
+            self._shift(row + 1, len(self._running) + 1, -1, self._columns(row))  # close the room again
             sequence.end = "generation"
             sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
             self._finish(sequence, waiting=True)
             return
         sequence.length = len(sequence.prompt_ids)
         sequence.last_token_at = sequence.submitted
-        self._running.append(sequence)
+        self._running.insert(row, sequence)
         self._emit([sequence], logits)
 
-    def _span(self, length: int) -> int:
-        """The cache columns a decode step reads. A step reads every row's keys up to the span: at 32 rows the
-        keys and values of all layers no longer fit in the CPU's cache, and attention costs what it reads. An
-        eager step takes any span: ``length`` rounded up to ``SPAN_STEP``; a compiled one wants few shapes, a
-        power of two (``span_for``)."""
-        if isinstance(self.model, Decoder):
-            return min(self.config.max_len, -(-length // SPAN_STEP) * SPAN_STEP)
-        return span_for(length, self.config.max_len)
+    def _make_room(self, length: int) -> int:
+        """The row where a sequence of ``length`` positions keeps the rows longest first; the rows from there on
+        move down by one."""
+        row = next((i for i, s in enumerate(self._running) if s.length < length), len(self._running))
+        self._shift(row, len(self._running), 1, self._columns(row))
+        return row
+
+    def _columns(self, first: int) -> int:
+        """The cache columns in use by the running sequences from ``first`` on (0 if none)."""
+        return max((s.length for s in self._running[first:]), default=0)
+
+    def _shift(self, first: int, end: int, by: int, columns: int) -> None:
+        """Move rows ``first … end − 1`` (their first ``columns`` cache columns, their seen tokens) by ``by``."""
+        if first < end:
+            for c in self._cache:
+                c.shift_rows(first, end, by, columns)
+            self._seen[first + by : end + by] = self._seen[first:end].clone()
+
+    def _reads(self, rows: list[_Sequence]) -> tuple[int, tuple[tuple[int, int, int], ...] | None]:
+        """The cache columns a decode step reads: its span, and the segments of rows reading less.
+
+        At 32 rows the keys and values of all layers no longer fit in the CPU's cache, and a step's attention
+        costs what it reads. An eager step reads up to the longest row, and, the rows being longest first, each
+        group of ``SEGMENT_ROWS`` rows only up to its own longest (``modeling.attention.attend_in_segments``).
+        A compiled step wants few shapes: a power of two that covers every row (``span_for``), no segments."""
+        lengths = [s.length + 1 for s in rows]  # the columns in use once this step's keys are written
+        if not isinstance(self.model, Decoder):
+            return span_for(max(lengths), self.config.max_len), None
+        n = len(rows)
+        segments = tuple(
+            (first, min(first + SEGMENT_ROWS, n), max(lengths[first : first + SEGMENT_ROWS]))
+            for first in range(0, n, SEGMENT_ROWS)
+        )
+        return max(lengths), (segments if len(segments) > 1 else None)
 
     @torch.inference_mode()
     def _decode(self) -> None:
         """One token for every running row, each at its own position."""
         rows = self._running
         n = len(rows)
-        span = self._span(max(s.length for s in rows) + 1)
+        span, segments = self._reads(rows)
         try:
             ids = torch.tensor([[s.next_id] for s in rows], dtype=torch.long, device=self.device)  # (n, 1)
             positions = torch.tensor(
                 [[s.length] for s in rows], dtype=torch.long, device=self.device
             )  # (n, 1)
-            views = [c.view(slice(0, n), span) for c in self._cache]
+            views = [c.view(slice(0, n), span, segments) for c in self._cache]
             logits = self.model.next_logits(ids, views, positions=positions)  # (n, V)
         except Exception as error:  # noqa: BLE001 — the batch failed: end its requests, keep serving
             for sequence in rows:
@@ -481,13 +512,9 @@ class Engine:
             sequence = self._running[row]
             if not self._expired(sequence, now):
                 continue
-            last = len(self._running) - 1
-            if row != last:
-                for c in self._cache:
-                    c.move_row(last, row)
-                self._seen[row] = self._seen[last]
-                self._running[row] = self._running[last]
-            self._running.pop()
+            # the shorter rows move up: still longest first
+            self._shift(row + 1, len(self._running), -1, self._columns(row + 1))
+            del self._running[row]
             self._finish(sequence, waiting=False)
 
     def _finish(self, sequence: _Sequence, waiting: bool) -> None:

@@ -17,6 +17,7 @@ import torch
 
 from modeling.checkpoint import load_checkpoint
 from modeling.generation import Sampling, stream_tokens
+from service import engine as engine_module
 from service.engine import Engine, GenerationError, Overloaded
 
 TOLERANCE, NEAR_TIE = 1e-4, 1e-3
@@ -58,6 +59,10 @@ def test_sixteen_mixed_requests_match_running_alone(tiny_checkpoints, name: str)
     finally:
         engine.stop()
     assert engine.steps < sum(len(b) for b in batched) / 2  # really batched: far fewer steps than tokens
+    _assert_as_alone(model, tokenizer, requests, batched, name)
+
+
+def _assert_as_alone(model, tokenizer, requests, batched, name: str) -> None:
     ties = 0
     for (prompt, sampling), got in zip(requests, batched, strict=True):
         alone = list(stream_tokens(model, tokenizer, prompt, sampling))
@@ -73,6 +78,34 @@ def test_sixteen_mixed_requests_match_running_alone(tiny_checkpoints, name: str)
             assert [t.text for t in alone] == [t.text for t in got]
             assert alone[-1].finish_reason == got[-1].finish_reason
     assert ties <= 2  # a tie is rare: more means the rule is broken, not rounding
+
+
+def test_rows_stay_longest_first_as_requests_join_and_leave(tiny_checkpoints, monkeypatch) -> None:
+    """The rows are kept in order of length, longest first (a step then reads each group of rows only up to the
+    group's longest): checked before every step while requests of mixed lengths join a 6-row batch and leave
+    it, rows moving to make room and to close gaps; each request still meets the rule of item 1, read in
+    groups of 2 rows."""
+    monkeypatch.setattr(engine_module, "SEGMENT_ROWS", 2)
+    checkpoint = load_checkpoint(tiny_checkpoints / "decoder-dense")
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    requests = _requests(tokenizer, n=16, seed=3)
+    engine = Engine(model, tokenizer, max_running=6, max_waiting=16)
+    orders, decode = [], engine._decode
+
+    def checked() -> None:
+        orders.append([s.length for s in engine._running])
+        decode()
+
+    engine._decode = checked
+    generations = [engine.submit(p, s, top_logprobs=5) for p, s in requests]
+    engine.start()
+    try:
+        batched = [list(g) for g in generations]
+    finally:
+        engine.stop()
+    assert len(orders) > 20 and all(order == sorted(order, reverse=True) for order in orders)
+    assert any(len(order) == 6 for order in orders)
+    _assert_as_alone(model, tokenizer, requests, batched, "decoder-dense")
 
 
 def test_top_logprobs_are_the_rows_own(tiny_checkpoints) -> None:
