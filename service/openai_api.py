@@ -56,6 +56,7 @@ from service.openai_format import (
 )
 from service.openai_models import TOKENIZER_ROUTES, install_models
 from service.openai_schemas import (
+    MAX_STOPS,
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
@@ -526,10 +527,27 @@ def install(app: FastAPI, models: list[ServedModel], limits: Limits) -> tuple[st
     return LIMITED_ROUTES
 
 
+ONLY_OFF = {  # fields accepted only with the value that turns them off (service.openai_schemas says why)
+    "presence_penalty": {"minimum": 0, "maximum": 0},
+    "frequency_penalty": {"minimum": 0, "maximum": 0},
+    "logit_bias": {"maxProperties": 0},
+    "best_of": {"minimum": 1, "maximum": 1},
+    "suffix": {"maxLength": 0},
+    "tools": {"maxItems": 0},
+}
+
+
 def bounded(extra: dict[str, Any], limits: Limits, decoders: list[ServedModel]) -> dict[str, Any]:
     """The server's limits in a documented request body: ``max_tokens`` at most ``max_new_tokens``, token ids
-    within every served vocabulary (so that generated requests are ones the server runs)."""
+    within every served vocabulary, unsupported fields only off (so that generated requests are ones the server
+    runs)."""
     properties = extra["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    for name, bounds in ONLY_OFF.items():
+        for branch in properties.get(name, {}).get("anyOf", []):
+            if branch.get("type") != "null":
+                branch.update(bounds)
+    if "tool_choice" in properties:
+        properties["tool_choice"]["enum"] = [None, "none"]
     for name in ("max_tokens", "max_completion_tokens"):
         for branch in properties.get(name, {}).get("anyOf", []):
             if branch.get("type") == "integer":
@@ -540,6 +558,15 @@ def bounded(extra: dict[str, Any], limits: Limits, decoders: list[ServedModel]) 
         ids = items.get("items", items)  # a list of ids, or a list of such lists
         if ids.get("type") == "integer":
             ids.update(minimum=0, maximum=vocab - 1)
+        for array in (branch, items):
+            if array.get("type") == "array":
+                array["minItems"] = 1
+    for branch in properties.get("stop", {}).get("anyOf", []):
+        if branch.get("type") == "string":
+            branch["minLength"] = 1
+        elif branch.get("type") == "array":
+            branch.update(maxItems=MAX_STOPS)
+            branch["items"]["minLength"] = 1
     return extra
 
 

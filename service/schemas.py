@@ -138,8 +138,11 @@ class FillMaskCandidate(BaseModel):
     sequence: str
 
 
+# one input: its candidates, or one list per mask; several inputs: one such answer each (shapes may mix)
 FillMaskResponse = (
-    list[FillMaskCandidate] | list[list[FillMaskCandidate]] | list[list[list[FillMaskCandidate]]]
+    list[FillMaskCandidate]
+    | list[list[FillMaskCandidate]]
+    | list[list[FillMaskCandidate] | list[list[FillMaskCandidate]]]
 )
 
 

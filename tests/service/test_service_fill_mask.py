@@ -42,6 +42,9 @@ def test_several_masks_and_several_inputs_nest_like_the_pipeline(server):
     assert len(body) == 2 and all(len(per_mask) == 2 for per_mask in body)
     listed = server.post("/fill-mask", {"inputs": ["El [MASK] duerme.", "Mi [MASK] cocina."]}).json()
     assert len(listed) == 2 and all(len(per_input) == 5 for per_input in listed)
+    mixed = server.post("/fill-mask", {"inputs": ["El [MASK] duerme.", "El [MASK] come [MASK]."]})
+    assert mixed.status_code == 200, mixed.text  # each input nests as it would alone
+    assert len(mixed.json()[0]) == 5 and [len(per_mask) for per_mask in mixed.json()[1]] == [5, 5]
 
 
 def test_targets_restrict_the_candidates(server, tiny_checkpoints):
