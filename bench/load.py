@@ -396,6 +396,17 @@ def generation_round(base: str, concurrency: int, per_client: int, streaming: bo
     return {"results": results, "wall": time.perf_counter() - began, "failed": failures[0]}
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its living descendants (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu_seconds(int(child)) for child in children)
+
+
 def generation_bench(quick: bool) -> None:
     from modeling.checkpoint import load_checkpoint
     from modeling.interop import export_transformers
@@ -428,14 +439,17 @@ def generation_bench(quick: bool) -> None:
             for r in range(rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     per_client = max(1, total // rounds // c)
-                    runs[name].append(
-                        generation_round(servers[name], c, per_client, streaming=name != BASELINE)
-                    )
+                    pid = processes[names.index(name)].pid
+                    cpu = tree_cpu_seconds(pid)
+                    part = generation_round(servers[name], c, per_client, streaming=name != BASELINE)
+                    part["cpu"] = tree_cpu_seconds(pid) - cpu
+                    runs[name].append(part)
             for name, parts in runs.items():
                 results = [x for part in parts for x in part["results"]]
                 first = sorted(x[0] for x in results)
                 stats[name][c] = {
                     "tps": sum(x[2] for x in results) / sum(part["wall"] for part in parts),
+                    "cpu": 1e6 * sum(part["cpu"] for part in parts) / max(1, sum(x[2] for x in results)),
                     "p50": 1000 * statistics.median(first),
                     "p99": 1000 * first[min(len(first) - 1, int(0.99 * len(first)))],
                     "n": len(results),
@@ -447,15 +461,17 @@ def generation_bench(quick: bool) -> None:
             stop(process)
     reference = "atencion, batch-1 engine"
     lines = [
-        "| server | concurrency | requests | tokens/request | tokens/s | × batch-1 engine | p50 TTFT ms | p99 TTFT ms | failed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server | concurrency | requests | tokens/request | tokens/s | × batch-1 engine | server CPU µs/token | "
+        "× batch-1 engine (CPU) | p50 TTFT ms | p99 TTFT ms | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, by_c in stats.items():
         for c, r in by_c.items():
             ratio = r["tps"] / stats[reference][c]["tps"]
+            cpu_ratio = stats[reference][c]["cpu"] / r["cpu"]
             lines.append(
-                f"| {name} | {c} | {r['n']} | {r['tokens']:.1f} | {r['tps']:.1f} | {ratio:.2f} | {r['p50']:.0f} | "
-                f"{r['p99']:.0f} | {r['failed']} |"
+                f"| {name} | {c} | {r['n']} | {r['tokens']:.1f} | {r['tps']:.1f} | {ratio:.2f} | {r['cpu']:.0f} | "
+                f"{cpu_ratio:.2f} | {r['p50']:.0f} | {r['p99']:.0f} | {r['failed']} |"
             )
     minutes = (time.monotonic() - began) / 60
     markdown = "\n".join(
@@ -473,7 +489,9 @@ def generation_bench(quick: bool) -> None:
             "weights: its continuous-batching engine (32 rows) and the same engine with one row (the batch-1 "
             "engine). The baseline is transformers' `text-generation` pipeline in a plain FastAPI app (one "
             "request at a time per thread of its pool). TTFT = time to first token, from sending the request to "
-            "the first streamed event (the baseline does not stream: its TTFT is the whole answer).",
+            "the first streamed event (the baseline does not stream: its TTFT is the whole answer). Server CPU "
+            "µs/token: the CPU time of the server's processes (all threads, all children) during its rounds over "
+            "the tokens they generated — steadier than tokens/s when other jobs share the cores.",
             "",
             "\n".join(lines),
         ]
@@ -498,12 +516,13 @@ def generation_profile() -> None:
     checkpoint = load_checkpoint(REPO / "checkpoints" / "decoder-dense")
     prompts = [checkpoint.tokenizer.encode(p).ids for p in GEN_PROMPTS]
 
-    def run(n: int, rows: int, profile: cProfile.Profile | None = None) -> float:
+    def run(n: int, rows: int, profile: cProfile.Profile | None = None) -> tuple[float, float]:
+        """(tokens/s, CPU µs per token of this process) for ``n`` requests through an engine of ``rows`` rows."""
         engine = Engine(checkpoint.model, checkpoint.tokenizer, max_running=rows, max_waiting=256, threads=1)
         generations = [
             engine.submit(prompts[i % len(prompts)], Sampling(max_new_tokens=NEW_TOKENS)) for i in range(n)
         ]
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         if profile is not None:
             engine._thread = threading.Thread(
                 target=lambda: (profile.enable(), engine._loop(), profile.disable())
@@ -512,13 +531,17 @@ def generation_profile() -> None:
         else:
             engine.start()
         tokens = sum(len(list(g)) for g in generations)
-        took = time.perf_counter() - began
+        took, cpu = time.perf_counter() - began, time.process_time() - cpu
         engine.stop()
-        return tokens / took
+        return tokens / took, 1e6 * cpu / tokens
 
     for _ in range(3):
-        one, many = run(8, 1), run(32, 32)
-        print(f"engine alone: 1 row {one:.1f} tokens/s, 32 rows {many:.1f} tokens/s, {many / one:.2f}x")
+        (one, one_cpu), (many, many_cpu) = run(8, 1), run(32, 32)
+        print(
+            f"engine alone: 1 row {one:.1f} tokens/s ({one_cpu:.0f} CPU µs/token), 32 rows {many:.1f} tokens/s "
+            f"({many_cpu:.0f} CPU µs/token): {many / one:.2f}x tokens/s, {one_cpu / many_cpu:.2f}x CPU per token "
+            f"(load average {os.getloadavg()[0]:.1f})"
+        )
     profile = cProfile.Profile()
     run(32, 32, profile)
     pstats.Stats(profile).sort_stats("tottime").print_stats(12)
