@@ -177,10 +177,35 @@ async def items(
             generation.cancel()
 
 
-async def merged(streams: list[AsyncIterator[Any]], request: Request) -> AsyncIterator[tuple[int, Any]]:
+async def merged(
+    streams: list[AsyncIterator[Any]], generations: list[Generation | None], request: Request
+) -> AsyncIterator[tuple[int, Any]]:
     """The items of several streams as they come, tagged with the stream's index. A stream's failure is raised
-    as an ``OpenAIError``; a client that disconnects raises ``ClientGone``. Leaving, for whatever reason,
-    stops every stream (and so cancels their generations)."""
+    as an ``OpenAIError``; a client that disconnects cancels the generations (ending the streams) and so raises
+    ``ClientGone``. Leaving, for whatever reason, cancels every generation. One stream (the usual case) is read
+    directly, without a task and a queue hop per token."""
+    gone = asyncio.ensure_future(_disconnected(request))
+    gone.add_done_callback(lambda _: cancel(generations))
+    try:
+        if len(streams) == 1:
+            async for item in streams[0]:
+                yield 0, item
+        else:
+            async for i, item in interleaved(streams):
+                yield i, item
+    except GenerationError as error:
+        if error.kind == "cancelled":
+            raise ClientGone() from None
+        raise OpenAIError(str(error), STATUS.get(error.kind, 500), code=error.kind) from None
+    except Exception as error:  # noqa: BLE001 — a choice's failure, reported to the client
+        log.error("generation failed", exc_info=error)
+        raise OpenAIError(f"generation failed: {error}", 500, code="generation_failed") from None
+    finally:
+        gone.cancel()  # and so, through its callback, every generation: nothing runs on for nobody
+
+
+async def interleaved(streams: list[AsyncIterator[Any]]) -> AsyncIterator[tuple[int, Any]]:
+    """The items of several streams as they come, tagged with the stream's index; the first failure is raised."""
     queue: asyncio.Queue = asyncio.Queue()
     done = object()
 
@@ -188,30 +213,20 @@ async def merged(streams: list[AsyncIterator[Any]], request: Request) -> AsyncIt
         try:
             async for item in stream:
                 await queue.put((i, item))
-        except Exception as error:  # noqa: BLE001 — a choice's failure, reported to the client
+        except Exception as error:  # noqa: BLE001 — raised on the reading side
             await queue.put((i, error))
         finally:
             await queue.put((i, done))
 
-    async def watch() -> None:
-        await _disconnected(request)
-        await queue.put((-1, ClientGone()))
-
     tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
-    tasks.append(asyncio.create_task(watch()))
     finished = 0
     try:
         while finished < len(streams):
             i, item = await queue.get()
             if item is done:
                 finished += 1
-            elif isinstance(item, ClientGone):
-                raise item
-            elif isinstance(item, GenerationError):
-                raise OpenAIError(str(item), STATUS.get(item.kind, 500), code=item.kind)
             elif isinstance(item, Exception):
-                log.error("generation failed", exc_info=item)
-                raise OpenAIError(f"generation failed: {item}", 500, code="generation_failed")
+                raise item
             else:
                 yield i, item
     finally:
@@ -419,7 +434,7 @@ class Completions:
                 chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
         try:
-            async for i, item in merged(streams, request):
+            async for i, item in merged(streams, generations, request):
                 choices[i].take(item)
         except ClientGone:
             return Response(status_code=499)
@@ -463,7 +478,7 @@ class Completions:
                     yield chunk(choice, "", None)
                 elif choice.echo and not choice.job.score_prompt:
                     yield chunk(choice, choice.echo, None)
-            async for i, item in merged(streams, request):
+            async for i, item in merged(streams, generations, request):
                 choice = choices[i]
                 text = choice.take(item)
                 if choice.finish is not None:

@@ -136,6 +136,13 @@ def test_the_routes_batch_together_and_agree(start_server, long_decoder):
         assert metric(server, "atencion_generation_generated_tokens_total", path=route) == 4 * 32
         assert metric(server, "atencion_requests_total", path=route, status="200") == 4
 
+    # a client that leaves a stream of two prompts × two choices: its four rows are freed
+    body = {**completion(256, stream=True), "prompt": ["El gato", "La niña"], "n": 2, "temperature": 1.0}
+    response, _ = open_stream(server, "/v1/completions", body)
+    response.close()
+    assert eventually(lambda: cancelled(server) == 4)
+    assert eventually(lambda: metric(server, "atencion_generation_running") == 0)
+
 
 def test_the_time_limit_ends_a_v1_generation_in_openais_shape(start_server, long_decoder):
     env = {"ATENCION_REQUEST_TIMEOUT": "2", "ATENCION_MAX_NEW_TOKENS": "100000"}
