@@ -12,8 +12,17 @@ A graph wants the same shapes at every step, so:
   writing its keys at its own positions (``modeling.kv_cache``);
 - a step attends over the first ``span`` columns, ``span`` the smallest power of two ≥ 128 that covers the
   longest row (at most ``log2(max_len / 128) + 1`` spans), so short sequences do not read the whole cache;
-- batch 1 has its own graphs (a product of one row), larger batches share graphs (Dynamo marks the batch
-  dimension dynamic once it has seen two sizes).
+- every shape is static (``dynamic=False``), so a new span compiles a graph of its own instead of a slower one
+  with a symbolic span;
+- the graph takes each layer's whole storage ``(1, H, max_len, D)`` and writes the new keys into it in place
+  (``KVCache.write``: an ``index_put_`` on a graph input, which Inductor keeps in place; a ``scatter_`` into the
+  span's window made it copy the window out and back, per layer and token); it reads only the span's columns.
+
+Only batch 1 is compiled. Several rows run the same step eagerly: their products are matrix products
+(``modeling.projection``'s oneDNN path), where the per-op overhead that compiling removes is a small share, and
+a graph with a dynamic batch dimension measured no faster than the eager step (CPU time per step, 1 thread:
+0.97–1.03× at 8 rows, 1.00–1.02× at 32; docs/benchmarks.md) while costing a compile of a minute or more per
+span on first use, in the middle of serving.
 
 The prompt fills the cache eagerly (one forward, per-row positions). Compiling needs a C++ compiler; where
 there is none, or compiling fails, the same step runs eagerly (same code, same numbers) and one log line says
@@ -74,12 +83,12 @@ class CompiledDecoder:
         self.config = model.config
         self.dtype = model.embeddings.tokens.weight.dtype
         self._compiled = None
-        self._built: set[tuple[bool, int]] = set()  # (batch 1?, span) graphs compiled so far
+        self._built: set[int] = set()  # spans whose batch-1 graph is compiled
         reason = "compilation not asked for" if not compile else compiler_missing()
         if reason is None:
             # graphs are per model, batch kind and span: more than Dynamo's default 8 per function
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self._compiled = torch.compile(self._forward, fullgraph=True)
+            self._compiled = torch.compile(self._forward, fullgraph=True, dynamic=False)
             self.mode = "compiled"
         else:
             self.mode = f"eager ({reason})"
@@ -120,8 +129,8 @@ class CompiledDecoder:
         pad_mask: Tensor | None = None,
         positions: Tensor | None = None,
     ) -> Tensor:
-        """The last position's logits ``(B, V)`` after feeding ``ids (B, T)``; a prompt (T > 1) runs eagerly, each
-        later token (T = 1) the compiled step.
+        """The last position's logits ``(B, V)`` after feeding ``ids (B, T)``; a prompt (T > 1) and several rows
+        (B > 1) run eagerly, one row's next token (B = T = 1) the compiled step.
 
         ``cache`` a ``StaticCache`` (B ≤ its rows): every row at the next positions, lock step. Or, as
         ``Decoder.next_logits`` takes them, views ``KVCache.view(rows, span)`` of a preallocated cache with each
@@ -136,28 +145,24 @@ class CompiledDecoder:
                 raise ValueError(f"ids: {end} positions exceed the model's max_len {self.config.max_len}")
             span = span_for(end, self.config.max_len)
             views = [layer.view(slice(0, B), span) for layer in cache.layers]
-            positions = torch.arange(start, end, device=ids.device).expand(B, T)  # (B, T)
+            positions = torch.arange(start, end, device=ids.device).repeat(B, 1)  # (B, T), like the engine's
         elif positions is None or positions.shape != (B, T):
             raise ValueError(f"positions: cache views need each row's positions ({B}, {T})")
         else:
             views = cache
         span = views[0].span
-        keys = tuple(view._k[:, :, :span] for view in views)  # each (B, H, span, D), no copy
-        values = tuple(view._v[:, :, :span] for view in views)
+        keys = tuple(view._k for view in views)  # each (B, H, max_len, D): the storage, no copy
+        values = tuple(view._v for view in views)
         layouts = self.model.layouts(span)
-        step = self._compiled if T == 1 and self._compiled is not None else self._forward
-        if step is self._compiled and B > 1:  # one graph for every batch size above 1
-            for t in (ids, positions, *keys, *values):
-                torch._dynamo.mark_dynamic(t, 0)
-        key = (B == 1, span)
-        # once a (batch kind, span) graph exists, check only the guards that pick among the graphs: the full
-        # guard set (every weight, every input) costs about a fifth of a token's time
-        skip = step is self._compiled and key in self._built
+        step = self._compiled if B == T == 1 and self._compiled is not None else self._forward
+        # once a span's graph exists, check only the guards that pick among the graphs: the full guard set
+        # (every weight, every input) costs about a fifth of a token's time
+        skip = step is self._compiled and span in self._built
         try:
             with torch.compiler.set_stance("default", skip_guard_eval_unsafe=skip):
-                logits = step(ids, positions, keys, values, layouts)
+                logits = step(ids, positions, keys, values, layouts, span)
             if step is self._compiled:
-                self._built.add(key)
+                self._built.add(span)
         except Exception as error:  # a compiler failure: fall back for good, say so once
             if step is self._forward:
                 raise
@@ -165,7 +170,7 @@ class CompiledDecoder:
             log.warning(
                 "decode step: compiling failed, running eagerly (%s: %s)", type(error).__name__, error
             )
-            logits = self._forward(ids, positions, keys, values, layouts)
+            logits = self._forward(ids, positions, keys, values, layouts, span)
         if isinstance(cache, StaticCache):
             cache.length += T
         return logits
@@ -177,12 +182,14 @@ class CompiledDecoder:
         keys: tuple[Tensor, ...],
         values: tuple[Tensor, ...],
         layouts: list[Layout | None],
+        span: int,
     ) -> Tensor:
         """``ids (B, T)`` at ``positions (B, T)`` through every block, writing into ``keys``/``values``
-        ``(B, H, span, D)`` per layer; the last position's logits ``(B, V)``."""
+        ``(B, H, max_len, D)`` per layer and attending over their first ``span`` columns; the last position's
+        logits ``(B, V)``."""
         model = self.model
         x = model.embeddings(ids, positions)  # (B, T, d)
         for block, layout, k, v in zip(model.blocks, layouts, keys, values, strict=True):
-            x, _ = block(x, layout=layout, positions=positions, cache=KVCache(k, v))
+            x, _ = block(x, layout=layout, positions=positions, cache=KVCache(k, v, span=span))
         hidden = x[:, -1] if model.final_norm is None else model.final_norm(x[:, -1])  # (B, d)
         return model.logits(hidden)

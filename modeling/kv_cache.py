@@ -152,11 +152,12 @@ class KVCache:
         R, H, T, D = k.shape
         if positions.shape != (R, T):
             raise ValueError(f"KVCache.write: positions must be ({R}, {T}), got {tuple(positions.shape)}")
-        keys, values = self._k[:, :, : self.span], self._v[:, :, : self.span]  # (R, H, span, D)
-        index = positions[:, None, :, None].expand(R, H, T, D)  # (R, H, T, D)
-        keys.scatter_(2, index, k)
-        values.scatter_(2, index.expand(R, H, T, v.shape[-1]), v)
-        return keys, values
+        rows = torch.arange(R, device=positions.device)[:, None]  # (R, 1)
+        # an index_put_ into the storage itself: compiled, it stays in place (a scatter_ into the span's
+        # window made Inductor copy the whole window out and back, per layer and step)
+        self._k[rows, :, positions] = k.transpose(1, 2)  # (R, T, H, D) into (R, H, capacity, D)
+        self._v[rows, :, positions] = v.transpose(1, 2)
+        return self._k[:, :, : self.span], self._v[:, :, : self.span]  # (R, H, span, D)
 
     def _check(self, k: Tensor, v: Tensor, what: str) -> None:
         if k.shape[:3] != v.shape[:3] or k.dim() != 4 or v.dim() != 4:

@@ -1,7 +1,7 @@
 """The compiled decode step: the same greedy ids as the plain loop (dense and sparse, batch 1 and 3), spans,
 and the eager fallback when there is no compiler or compiling fails.
 
-The compiled test builds one tiny graph (batch 1, one span): tens of seconds on two busy cores, so it is the
+The compiled test builds two tiny graphs (batch 1, two spans): tens of seconds on two busy cores, so it is the
 only one; the rest run the same step eagerly over the same preallocated cache.
 """
 
@@ -111,12 +111,16 @@ def test_a_failing_compile_falls_back_once_and_keeps_the_ids(monkeypatch, caplog
     compiler_missing() is not None, reason=f"torch.compile needs a C++ compiler: {compiler_missing()}"
 )
 def test_compiled_step_gives_the_eager_ids_and_logits() -> None:
-    """Tolerance 1e-4 on logits: Inductor sums the products in another order than the eager kernels."""
-    model = make(max_len=128)
+    """Across a span boundary (two graphs, guards skipped once built), and several rows running eagerly.
+    Tolerance 1e-4 on logits: Inductor sums the products in another order than the eager kernels."""
+    model = make(max_len=256)
     step = CompiledDecoder(model)
     assert step.mode == "compiled"
-    prompt = torch.randint(3, 61, (1, 7), generator=torch.Generator().manual_seed(0))
-    assert torch.equal(greedy(step, prompt, 30), greedy(model, prompt, 30))
+    prompt = torch.randint(3, 61, (1, 120), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(
+        greedy(step, prompt, 16), greedy(model, prompt, 16)
+    )  # positions 120 … 135: spans 128, 256
+    assert step._built == {128, 256}
     with torch.inference_mode():
         cache, plain = step.new_cache(), model.new_cache()
         step.next_logits(prompt, cache), model.next_logits(prompt, plain)
@@ -124,7 +128,9 @@ def test_compiled_step_gives_the_eager_ids_and_logits() -> None:
         torch.testing.assert_close(
             step.next_logits(token, cache), model.next_logits(token, plain), atol=1e-4, rtol=0
         )
-    assert step.mode == "compiled"
+    rows = torch.randint(3, 61, (2, 7), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(greedy(step, rows, 8), greedy(model, rows, 8))  # batch 2: the eager step
+    assert step._built == {128, 256} and step.mode == "compiled"
 
 
 def test_rows_at_their_own_positions_match_decoding_each_alone() -> None:
