@@ -139,33 +139,37 @@ class CompiledDecoder:
         if pad_mask is not None:
             raise ValueError("pad_mask: the decode step takes no padding; give each row its own positions")
         B, T = ids.shape
+        compiled = B == T == 1 and self._compiled is not None
         if isinstance(cache, StaticCache):
             start, end = cache.length, cache.length + T
             if end > self.config.max_len:
                 raise ValueError(f"ids: {end} positions exceed the model's max_len {self.config.max_len}")
+            if not compiled:  # the decoder's own lock-step loop over the preallocated storage
+                logits = self.model.next_logits(
+                    ids, [c.view(slice(0, B), length=start) for c in cache.layers]
+                )
+                cache.length = end
+                return logits
             span = span_for(end, self.config.max_len)
             views = [layer.view(slice(0, B), span) for layer in cache.layers]
-            positions = torch.arange(start, end, device=ids.device).repeat(B, 1)  # (B, T), like the engine's
+            positions = torch.arange(start, end, device=ids.device)[None]  # (1, 1), like the engine's
         elif positions is None or positions.shape != (B, T):
             raise ValueError(f"positions: cache views need each row's positions ({B}, {T})")
+        elif not compiled:  # the decoder's own step, the views' segments included
+            return self.model.next_logits(ids, cache, positions=positions)
         else:
             views = cache
         span = views[0].span
-        keys = tuple(view._k for view in views)  # each (B, H, max_len, D): the storage, no copy
+        keys = tuple(view._k for view in views)  # each (1, H, max_len, D): the storage, no copy
         values = tuple(view._v for view in views)
         layouts = self.model.layouts(span)
-        step = self._compiled if B == T == 1 and self._compiled is not None else self._forward
         # once a span's graph exists, check only the guards that pick among the graphs: the full guard set
         # (every weight, every input) costs about a fifth of a token's time
-        skip = step is self._compiled and span in self._built
         try:
-            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=skip):
-                logits = step(ids, positions, keys, values, layouts, span)
-            if step is self._compiled:
-                self._built.add(span)
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=span in self._built):
+                logits = self._compiled(ids, positions, keys, values, layouts, span)
+            self._built.add(span)
         except Exception as error:  # a compiler failure: fall back for good, say so once
-            if step is self._forward:
-                raise
             self._compiled, self.mode = None, f"eager (compiling failed: {type(error).__name__})"
             log.warning(
                 "decode step: compiling failed, running eagerly (%s: %s)", type(error).__name__, error

@@ -89,16 +89,24 @@ class KVCache:
         return None if self._v is None else self._v[:, :, : self._length]  # (R, H, S, D)
 
     def view(
-        self, rows: slice, span: int | None = None, segments: tuple[tuple[int, int, int], ...] | None = None
+        self,
+        rows: slice,
+        span: int | None = None,
+        segments: tuple[tuple[int, int, int], ...] | None = None,
+        *,
+        length: int = 0,
     ) -> KVCache:
         """Rows ``rows`` of this cache, reading columns ``0 … span − 1`` (default: all); writes go to the storage.
-        The view starts with ``length`` 0: ``append`` on it fills a fresh sequence from position 0. ``segments``
-        ``(first, end, columns)``, in the view's row numbers, cover its rows in order, each within the span."""
+        The view starts with ``length`` positions filled (default 0: ``append`` on it fills a fresh sequence
+        from position 0; rows decoding in lock step continue theirs). ``segments`` ``(first, end, columns)``, in
+        the view's row numbers, cover its rows in order, each within the span."""
         if self._k is None:
             raise ValueError("KVCache.view: the cache has no storage yet (use KVCache.preallocated)")
         span = self.capacity if span is None else span
         if not 0 < span <= self.capacity:
             raise ValueError(f"KVCache.view: span must be in [1, {self.capacity}], got {span}")
+        if not 0 <= length <= self.capacity:
+            raise ValueError(f"KVCache.view: length must be in [0, {self.capacity}], got {length}")
         k, v = self._k[rows], self._v[rows]
         if segments is not None:
             ends = [0, *(end for _, end, _ in segments)]
@@ -106,7 +114,9 @@ class KVCache:
                 raise ValueError(f"KVCache.view: segments must cover rows 0 … {k.shape[0] - 1} in order")
             if any(not 0 < columns <= span for _, _, columns in segments):
                 raise ValueError(f"KVCache.view: segments' columns must be in [1, {span}]")
-        return KVCache(k, v, span=span, segments=segments)
+        view = KVCache(k, v, span=span, segments=segments)
+        view._length = length
+        return view
 
     def move_row(self, src: int, dst: int) -> None:
         """Copy row ``src`` over row ``dst`` (a running batch closing the gap a finished sequence left)."""

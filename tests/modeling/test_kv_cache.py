@@ -112,6 +112,18 @@ def test_segments_must_cover_the_rows_within_the_span() -> None:
             cache.view(slice(0, 3), 6, bad)
 
 
+def test_a_view_continues_from_its_length() -> None:
+    """Rows decoding in lock step: a view of the first rows, ``length`` positions already filled."""
+    cache = KVCache.preallocated(3, 2, 8, 4)
+    k = torch.randn(2, 2, 5, 4)
+    cache.view(slice(0, 2)).append(k, k)  # positions 0 … 4
+    new = torch.randn(2, 2, 1, 4)
+    keys, _ = cache.view(slice(0, 2), length=5).append(new, new)  # position 5
+    assert keys.shape == (2, 2, 6, 4) and torch.equal(keys[:, :, :5], k) and torch.equal(keys[:, :, 5:], new)
+    with pytest.raises(ValueError, match="length must be in"):
+        cache.view(slice(0, 1), length=9)
+
+
 def test_bad_use_is_a_clear_error() -> None:
     cache = KVCache.preallocated(2, 2, 4, 3)
     with pytest.raises(ValueError, match="capacity"):
