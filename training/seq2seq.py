@@ -16,6 +16,7 @@ Recipe (TOML): ``[model]`` TranslatorConfig fields (vocabulary sizes and special
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import random
@@ -56,10 +57,12 @@ class TranslationData:
 
 @dataclass(frozen=True)
 class TranslationTraining:
-    batch_size: int = 32  # sentence pairs per step
+    batch_size: int = 32  # sentence pairs per step (at most, when batch_tokens is set)
+    batch_tokens: int = 0  # > 0: batches of similar-length pairs up to this many padded tokens (both sides)
     steps: int = 3000
     warmup: int = 400
     noam_factor: float = 1.0
+    cooldown: int = 0  # the last N steps' rate falls linearly towards 0 (training.schedule)
     label_smoothing: float = 0.1  # Vaswani 2017, §5.4
     clip: float = 1.0
     eval_every: int = 250  # steps between validation chrF (greedy), keeping the best checkpoint
@@ -67,6 +70,8 @@ class TranslationTraining:
     precision: str = "auto"
     threads: int = 1
     seed: int = 0
+    embedding_std: float = 0.0  # > 0: token embeddings drawn from N(0, std²) (Vaswani: d_model ** -0.5)
+    average_last: int = 0  # > 1: also try the average of the last N evaluated weights (Vaswani 2017, §6.1)
     init_from: str = (
         ""  # a translator checkpoint folder to continue from (its tokenizer and shape); "" = fresh
     )
@@ -142,6 +147,11 @@ def load_translation_recipe(
     for name in ("batch_size", "steps", "warmup", "eval_every", "eval_beams", "threads"):
         if getattr(t, name) < 1:
             raise RecipeError(f"training.{name}: must be >= 1, got {getattr(t, name)}")
+    for name in ("batch_tokens", "cooldown", "average_last"):
+        if getattr(t, name) < 0:
+            raise RecipeError(f"training.{name}: must be >= 0, got {getattr(t, name)}")
+    if t.cooldown > t.steps:
+        raise RecipeError(f"training.cooldown: must be <= training.steps ({t.steps}), got {t.cooldown}")
     if not 0 <= t.label_smoothing < 1:
         raise RecipeError(f"training.label_smoothing: must be in [0, 1), got {t.label_smoothing}")
     return TranslationRecipe(config, vocab_size, **parts)
@@ -187,15 +197,28 @@ def make_batch(
     }
 
 
-def batches(n: int, batch_size: int, lengths: list[int], rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar lengths (sort inside pools of 50 batches), in random order."""
+def batches(
+    n: int, batch_size: int, lengths: list[int], rng: random.Random, max_tokens: int = 0
+) -> list[list[int]]:
+    """Shuffled batches of similar lengths (sorted inside pools of 50 batches), in random order: ``batch_size``
+    rows each, or with ``max_tokens`` > 0 as many rows (up to ``batch_size``) as keep rows × the longest row's
+    length within ``max_tokens`` (token buckets: short pairs travel in big batches, long ones in small)."""
     order = list(range(n))
     rng.shuffle(order)
-    out = []
+    out: list[list[int]] = []
     pool = 50 * batch_size
     for start in range(0, n, pool):
         chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
-        out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        if not max_tokens:
+            out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+            continue
+        batch: list[int] = []
+        for i in chunk:  # ascending lengths: the newest row is the longest
+            if batch and (len(batch) == batch_size or (len(batch) + 1) * lengths[i] > max_tokens):
+                out.append(batch)
+                batch = []
+            batch.append(i)
+        out.append(batch)
     rng.shuffle(out)
     return out
 
@@ -209,6 +232,27 @@ def seq2seq_loss(model: Translator, batch: dict[str, Tensor], label_smoothing: f
         ignore_index=-100,
         label_smoothing=label_smoothing,
     )
+
+
+def average_weights(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The element-wise mean of one model's state dicts (checkpoint averaging, Vaswani et al. 2017, §6.1);
+    integer buffers come from the last."""
+    return {
+        name: torch.stack([s[name].float() for s in states]).mean(0).to(tensor.dtype)
+        if tensor.is_floating_point()
+        else tensor
+        for name, tensor in states[-1].items()
+    }
+
+
+def init_embeddings(model: Translator, std: float) -> None:
+    """Draw the token embeddings from N(0, std²). With sinusoidal positions the embeddings are scaled by √d, so
+    std = d^-1/2 gives tokens unit scale beside the unit-scale sinusoids (Vaswani et al. 2017, §3.4, as their
+    tensor2tensor code and fairseq initialise); the project's default 0.02 leaves each source token a quarter
+    of its position's scale at d = 128, and a small corpus then trains a decoder that ignores the source."""
+    with torch.no_grad():
+        for embeddings in (model.source_embeddings, model.target_embeddings):
+            torch.nn.init.normal_(embeddings.tokens.weight, std=std)
 
 
 # ---- the loop -----------------------------------------------------------------------------------------------
@@ -242,6 +286,8 @@ def train_translator(recipe: TranslationRecipe, out: str | Path, command: str = 
             bos_token_id=vocab["<s>"], eos_token_id=vocab["</s>"],
         )  # fmt: skip
         model = Translator(config)
+        if recipe.training.embedding_std:
+            init_embeddings(model, recipe.training.embedding_std)
     limit = min(recipe.data.max_tokens, config.max_len - 1)
     pairs = [(p.source, p.target) for p in train_pairs]
     if recipe.data.lexicon:
@@ -250,7 +296,10 @@ def train_translator(recipe: TranslationRecipe, out: str | Path, command: str = 
     targets = encode_side(tokenizer, [u for _, u in pairs], limit)
     lengths = [len(s) + len(u) for s, u in zip(sources, targets, strict=True)]
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
-    scheduler = noam_scheduler(optimizer, d_model=config.d_model, warmup=t.warmup, factor=t.noam_factor)
+    scheduler = noam_scheduler(
+        optimizer, d_model=config.d_model, warmup=t.warmup, factor=t.noam_factor, total=t.steps,
+        cooldown_steps=t.cooldown,
+    )  # fmt: skip
     autocast, precision = autocast_for(t.precision, torch.device("cpu"))
     split_record = {
         "dropped": dropped,
@@ -265,11 +314,33 @@ def train_translator(recipe: TranslationRecipe, out: str | Path, command: str = 
         "lexicon_pairs": len(pairs) - len(train_pairs),
     }  # fmt: skip
     metrics = (out / "metrics.jsonl").open("a", encoding="utf-8")
+
+    def log(line: dict[str, Any], show: bool = False) -> None:
+        metrics.write(json.dumps(line) + "\n")
+        metrics.flush()
+        if show:
+            print(json.dumps(line), file=sys.stderr, flush=True)
+
+    def validate() -> dict[str, float]:
+        model.eval()
+        hyps = translate(model, tokenizer, [p.source for p in val], num_beams=t.eval_beams, max_new_tokens=96)
+        return scores_by_document(hyps, [p.target for p in val], [p.document for p in val])["overall"]
+
     best, step, tokens, started = -1.0, 0, 0, time.monotonic()
+    snapshots: collections.deque[tuple[int, dict[str, Tensor]]] = collections.deque(maxlen=t.average_last)
+
+    def keep_if_best(result: dict[str, float], **extra: Any) -> None:
+        nonlocal best
+        if result["chrf"] > best:
+            best = result["chrf"]
+            done = {**record, "step": step, "steps": t.steps, "tokens": tokens,
+                    "train_seconds": round(time.monotonic() - started, 1), "validation": result, **extra}  # fmt: skip
+            save_checkpoint(model, tokenizer, out / "checkpoint", extra={"training.json": done})
+
     epoch = 0
     while step < t.steps:
         epoch += 1
-        for rows in batches(len(pairs), t.batch_size, lengths, rng):
+        for rows in batches(len(pairs), t.batch_size, lengths, rng, t.batch_tokens):
             if step >= t.steps:
                 break
             model.train()
@@ -285,27 +356,22 @@ def train_translator(recipe: TranslationRecipe, out: str | Path, command: str = 
             step += 1
             tokens += int(batch["target_mask"].sum() + batch["source_mask"].sum())
             if step % 10 == 0:
-                line = {"step": step, "epoch": epoch, "loss": round(loss.item(), 4), "lr": scheduler.get_last_lr()[0],
-                        "tokens": tokens, "elapsed_s": round(time.monotonic() - started, 1)}  # fmt: skip
-                metrics.write(json.dumps(line) + "\n")
-                metrics.flush()
+                log({"step": step, "epoch": epoch, "loss": round(loss.item(), 4), "lr": scheduler.get_last_lr()[0],
+                     "tokens": tokens, "elapsed_s": round(time.monotonic() - started, 1)})  # fmt: skip
             if step % t.eval_every == 0 or step == t.steps:
-                model.eval()
-                hyps = translate(
-                    model, tokenizer, [p.source for p in val], num_beams=t.eval_beams, max_new_tokens=96
-                )
-                result = scores_by_document(hyps, [p.target for p in val], [p.document for p in val])[
-                    "overall"
-                ]
-                line = {"step": step, "validation": result, "elapsed_s": round(time.monotonic() - started, 1)}
-                metrics.write(json.dumps(line) + "\n")
-                metrics.flush()
-                print(json.dumps(line), file=sys.stderr, flush=True)
-                if result["chrf"] > best:
-                    best = result["chrf"]
-                    done = {**record, "step": step, "steps": t.steps, "tokens": tokens,
-                            "train_seconds": round(time.monotonic() - started, 1), "validation": result}  # fmt: skip
-                    save_checkpoint(model, tokenizer, out / "checkpoint", extra={"training.json": done})
+                result = validate()
+                log({"step": step, "epoch": epoch, "validation": result,
+                     "elapsed_s": round(time.monotonic() - started, 1)}, show=True)  # fmt: skip
+                keep_if_best(result)
+                if t.average_last > 1:
+                    snapshots.append((step, {k: v.detach().clone() for k, v in model.state_dict().items()}))
+    if len(snapshots) > 1:  # the mean of the last evaluated weights, kept if it validates better
+        model.load_state_dict(average_weights([state for _, state in snapshots]))
+        averaged = [s for s, _ in snapshots]
+        result = validate()
+        log({"step": step, "average_of_steps": averaged, "validation": result,
+             "elapsed_s": round(time.monotonic() - started, 1)}, show=True)  # fmt: skip
+        keep_if_best(result, average_of_steps=averaged)
     metrics.close()
     return out / "checkpoint"
 

@@ -44,6 +44,44 @@ def _stages(training: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cooldown(t: dict[str, Any]) -> str:
+    steps = t.get("cooldown", 0)
+    return f", falling linearly to 0 over the last {steps} steps" if steps else ""
+
+
+def _batches(t: dict[str, Any]) -> str:
+    if t.get("batch_tokens"):
+        return (
+            f"batches of similar-length pairs up to {t['batch_tokens']:,} padded tokens (both sides, at most "
+            f"{t['batch_size']} pairs)"
+        )
+    return f"batches of {t['batch_size']} sentence pairs"
+
+
+def _precision(training: dict[str, Any]) -> str:
+    return "fp32 master weights" if training["precision"] == "bf16" else "no mixed precision"
+
+
+def _averaging(training: dict[str, Any]) -> str:
+    n = training["recipe"]["training"].get("average_last", 0)
+    if n < 2:
+        return "."
+    if "average_of_steps" in training:
+        steps = ", ".join(str(s) for s in training["average_of_steps"])
+        return (
+            f"; the mean of the weights at steps {steps} (checkpoint averaging) validated better and is kept."
+        )
+    return (
+        f"; the mean of the last {n} evaluated weights (checkpoint averaging) was tried and validated worse."
+    )
+
+
+def _step(point: dict[str, Any]) -> str:
+    if "average_of_steps" in point:
+        return "mean of " + ", ".join(str(s) for s in point["average_of_steps"])
+    return str(point["step"])
+
+
 def _read(folder: Path, name: str) -> Any:
     return json.loads((folder / name).read_text(encoding="utf-8"))
 
@@ -158,9 +196,11 @@ def build_card(folder: str | Path) -> str:
         "",
         "Teacher forcing with label-smoothed cross-entropy "
         f"(ε = {recipe['training']['label_smoothing']}), Adam (β = 0.9, 0.98) with the Noam rate (warm-up "
-        f"{recipe['training']['warmup']} steps, factor {recipe['training']['noam_factor']}), batches of "
-        f"{recipe['training']['batch_size']} sentence pairs, bf16 autocast where the CPU has it. Validation chrF "
-        f"(greedy) every {recipe['training']['eval_every']} steps; the best is kept.",
+        f"{recipe['training']['warmup']} steps, factor {recipe['training']['noam_factor']}"
+        + _cooldown(recipe["training"])
+        + f"), {_batches(recipe['training'])}, {training['precision']} autocast ({_precision(training)}). "
+        f"Validation chrF (greedy) every {recipe['training']['eval_every']} steps; the best is kept"
+        + _averaging(training),
         "",
         "```bash",
         "pip install 'atencion[translation]'",
@@ -188,7 +228,7 @@ def build_card(folder: str | Path) -> str:
         "|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {v['step']} | {v['chrf']:.1f} | {v['chrf++']:.1f} | {v['bleu']:.1f} |"
+        f"| {_step(v)} | {v['chrf']:.1f} | {v['chrf++']:.1f} | {v['bleu']:.1f} |"
         for v in training["validation_curve"]
     ]
     lines += [

@@ -96,7 +96,9 @@ def release(run: Path, out: Path) -> Path:
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     training["split"] = split
     training["validation_curve"] = [
-        {"step": m["step"], **m["validation"]} for m in metrics if "validation" in m
+        {"step": m["step"], **{k: m[k] for k in ("average_of_steps",) if k in m}, **m["validation"]}
+        for m in metrics
+        if "validation" in m
     ]
     init = training["recipe"]["training"].get("init_from")
     if init:
@@ -106,11 +108,21 @@ def release(run: Path, out: Path) -> Path:
         ]
     reached = max(m["step"] for m in metrics)
     if reached < training["steps"]:  # stopped by hand: the command runs exactly as far as the run went
+        t = training["recipe"]["training"]
+        if t.get("cooldown") and reached > training["steps"] - t["cooldown"]:
+            raise ValueError(
+                f"{run}: stopped at step {reached}, inside its cooldown: no command reproduces it"
+            )
         words = training["command"].split()
-        sets = [w for w in _overrides(training["command"]) if not w.startswith("training.steps=")]
+        changed = ("training.steps=", "training.cooldown=", "training.average_last=")
+        sets = [w for w in _overrides(training["command"]) if not w.startswith(changed)]
         head = words[: words.index("--set")] if "--set" in words else words
-        training["command"] = " ".join([*head, "--set", *sets, f"training.steps={reached}"])
+        # before its cooldown a stopped run equals a shorter one without cooldown or the final averaging
+        sets += [f"training.steps={reached}"] + (["training.cooldown=0"] if t.get("cooldown") else [])
+        sets += ["training.average_last=0"] if t.get("average_last") else []
+        training["command"] = " ".join([*head, "--set", *sets])
         training["stopped_at"], training["steps"] = reached, reached
+        t.update(steps=reached, cooldown=0, average_last=0)
     training["commands"] = commands(training, out.name)
     training["command"] = training["commands"][-1]
     for stage in training.get("stages", []):

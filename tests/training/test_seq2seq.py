@@ -4,6 +4,7 @@ loss and keeps its best checkpoint, the translator recipe and its errors."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
@@ -14,7 +15,15 @@ from modeling.checkpoint import load_checkpoint
 from modeling.config import TranslatorConfig
 from modeling.translator import Translator
 from training.recipe import RecipeError
-from training.seq2seq import load_translation_recipe, make_batch, seq2seq_loss, train_translator
+from training.seq2seq import (
+    average_weights,
+    batches,
+    init_embeddings,
+    load_translation_recipe,
+    make_batch,
+    seq2seq_loss,
+    train_translator,
+)
 
 pytest.importorskip("sacrebleu")
 
@@ -59,6 +68,64 @@ def test_a_tiny_run_lowers_the_loss_and_keeps_the_best_checkpoint(tmp_path, monk
     assert not list((tmp_path / "run").rglob("*.pt"))
 
 
+def test_token_batches_cover_every_row_once_within_the_token_budget() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(2, 60) for _ in range(500)]
+    out = batches(len(lengths), 64, lengths, random.Random(1), max_tokens=400)
+    assert sorted(i for batch in out for i in batch) == list(range(500))
+    assert all(len(b) <= 64 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 400) for b in out)
+    sizes = {len(b) for b in out}
+    assert max(sizes) > 3 * min(sizes)  # short pairs travel in bigger batches than long ones
+    fixed = batches(len(lengths), 64, lengths, random.Random(1))
+    assert sorted(len(b) for b in fixed)[1:] == [64] * 7  # without a budget: batch_size rows (one remainder)
+
+
+def test_checkpoint_averaging_is_the_mean_of_the_weights() -> None:
+    config = TranslatorConfig(vocab_size=20, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=16)
+    torch.manual_seed(0)
+    a = Translator(config).state_dict()
+    torch.manual_seed(1)
+    b = Translator(config).state_dict()
+    mean = average_weights([a, b])
+    assert set(mean) == set(a)
+    for name in a:
+        torch.testing.assert_close(mean[name], (a[name] + b[name]) / 2)
+
+
+def test_a_run_with_token_batches_cooldown_and_averaging(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(seq2seq, "load_tsunkua", synthetic_rows)
+    extra = ["training.batch_tokens=120", "training.cooldown=20", "training.average_last=2"]
+    path = train_translator(load_translation_recipe("translator-es-oto", TINY + extra), tmp_path / "run")
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["lr"] for line in lines if "lr" in line][-1] < 0.1 * max(
+        line["lr"] for line in lines if "lr" in line
+    )
+    averaged = [line for line in lines if "average_of_steps" in line]
+    assert len(averaged) == 1 and averaged[0]["average_of_steps"] == [30, 60]
+    record = json.loads((path / "training.json").read_text())
+    best = max(line["validation"]["chrf"] for line in lines if "validation" in line)
+    assert record["validation"]["chrf"] == best
+    assert ("average_of_steps" in record) == (
+        averaged[0]["validation"]["chrf"]
+        == best
+        > max(
+            line["validation"]["chrf"]
+            for line in lines
+            if "validation" in line and "average_of_steps" not in line
+        )
+    )
+
+
+def test_embeddings_drawn_at_the_asked_scale_stay_shared_and_tied() -> None:
+    config = TranslatorConfig(vocab_size=400, d_model=64, n_layers=1, n_heads=2, d_ff=64, max_len=16)
+    model = Translator(config)
+    assert model.source_embeddings.tokens.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    init_embeddings(model, 64**-0.5)
+    weight = model.source_embeddings.tokens.weight
+    assert weight.std().item() == pytest.approx(64**-0.5, rel=0.1)
+    assert model.target_embeddings.tokens.weight is weight and model.lm_head.weight is weight
+
+
 def test_recipe_errors() -> None:
     recipe = load_translation_recipe("translator-es-oto")
     assert recipe.model.kind == "translator" and not recipe.data.include_toluca
@@ -68,6 +135,8 @@ def test_recipe_errors() -> None:
         ("model.vocab_size=10", "model.vocab_size: set by the trained tokenizer"),
         ("model.n_heads=3", "model.n_heads"),
         ("data.include_toluca=maybe", "data.include_toluca: expected bool"),
+        ("training.batch_tokens=-1", "training.batch_tokens: must be >= 0"),
+        ("training.cooldown=99999", "training.cooldown: must be <= training.steps"),
     ]:
         with pytest.raises(RecipeError, match=message):
             load_translation_recipe("translator-es-oto", [override])

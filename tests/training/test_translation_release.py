@@ -3,6 +3,7 @@ records', and sums."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -65,3 +66,25 @@ def test_a_continued_run_is_released_with_both_commands(tmp_path, monkeypatch):
     )
     assert stage1 in card and stage2 in card and "Two stages" in card
     assert str(tmp_path) not in card + json.dumps(released)
+
+
+def test_a_run_stopped_by_hand_is_released_with_the_command_that_runs_that_far(tmp_path, monkeypatch):
+    monkeypatch.setattr(seq2seq, "load_tsunkua", synthetic_rows)
+    sets = [*TINY, "training.steps=200", "training.cooldown=50", "training.average_last=3"]
+    recipe = load_translation_recipe("translator-es-oto", sets)
+    stopped = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, steps=60))
+    command = "atencion train translator-es-oto --out x --set " + " ".join(sets)
+    train_translator(stopped, tmp_path / "run", command=command)  # the first 60 steps of the 200-step run
+    record_path = tmp_path / "run" / "checkpoint" / "training.json"
+    record = json.loads(record_path.read_text())
+    record["steps"] = record["recipe"]["training"]["steps"] = 200  # what the stopped run had been asked for
+    record_path.write_text(json.dumps(record))
+    out = release(tmp_path / "run", tmp_path / "checkpoints" / "translator-es-oto")
+    released = json.loads((out / "training.json").read_text())
+    assert released["stopped_at"] == 60 and released["recipe"]["training"]["cooldown"] == 0
+    assert released["command"].endswith("training.steps=60 training.cooldown=0 training.average_last=0")
+    assert "stopped by hand at step 60" in (out / "README.md").read_text()
+    record["steps"] = record["recipe"]["training"]["steps"] = 100  # step 60 falls inside a 50-step cooldown
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="inside its cooldown"):
+        release(tmp_path / "run", tmp_path / "checkpoints" / "again")

@@ -9,6 +9,8 @@ TINY = [
     "model.d_model=32", "model.n_layers=1", "model.encoder_layers=1", "model.n_heads=2", "model.d_ff=64",
     "model.max_len=32", "model.dropout=0.0", "tokenizer.vocab_size=300", "training.batch_size=8",
     "training.steps=60", "training.warmup=10", "training.eval_every=30", "training.noam_factor=2.0",
+    "training.batch_tokens=0", "training.cooldown=0", "training.average_last=0", "training.embedding_std=0.0",
+    "data.lexicon=false",
 ]  # fmt: skip
 
 
