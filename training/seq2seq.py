@@ -249,7 +249,7 @@ def init_embeddings(model: Translator, std: float) -> None:
     """Draw the token embeddings from N(0, std²). With sinusoidal positions the embeddings are scaled by √d, so
     std = d^-1/2 gives tokens unit scale beside the unit-scale sinusoids (Vaswani et al. 2017, §3.4, as their
     tensor2tensor code and fairseq initialise); the project's default 0.02 leaves each source token a quarter
-    of its position's scale at d = 128, and a small corpus then trains a decoder that ignores the source."""
+    of its position's scale at d = 128 (docs/benchmarks.md, "Translation": how soon the decoder uses the source)."""
     with torch.no_grad():
         for embeddings in (model.source_embeddings, model.target_embeddings):
             torch.nn.init.normal_(embeddings.tokens.weight, std=std)
