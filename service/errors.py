@@ -129,13 +129,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _send_error(
-    send: Callable, status: int, message: str, error_type: str, close: bool = False
+    send: Callable,
+    status: int,
+    message: str,
+    error_type: str,
+    close: bool = False,
+    retry_after: int | None = None,
 ) -> None:
-    """One error response; ``close`` ends the connection after it (the rest of the body is never read)."""
+    """One error response; ``close`` ends the connection after it (the rest of the body is never read);
+    ``retry_after`` (seconds) becomes a ``Retry-After`` header."""
     body = json.dumps(error_body(message, error_type)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -209,7 +217,10 @@ class ApiKeyMiddleware:
 class ConcurrencyLimitMiddleware:
     """429 ``overloaded`` once ``limit`` requests to one of ``paths`` are in flight in this API process, instead
     of a queue that grows until requests time out (TGI's ``max_concurrent_requests``). Counted per route, so
-    slow generations cannot turn ``/fill-mask`` away."""
+    slow generations cannot turn ``/fill-mask`` away. The 429 carries ``Retry-After: 1`` (seconds), the
+    engine's shortest: a place frees as soon as any one of the ``limit`` requests ends."""
+
+    retry_after = 1
 
     def __init__(self, app: ASGIApp, limit: int, paths: tuple[str, ...]) -> None:
         self.app = app
@@ -224,7 +235,7 @@ class ConcurrencyLimitMiddleware:
             message = (
                 f"the server is busy ({self.in_flight[path]} requests to {path} in flight): retry in a moment"
             )
-            return await _send_error(send, 429, message, "overloaded")
+            return await _send_error(send, 429, message, "overloaded", retry_after=self.retry_after)
         self.in_flight[path] += 1
         try:
             await self.app(scope, receive, send)

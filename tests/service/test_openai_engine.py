@@ -106,6 +106,33 @@ def test_one_row_is_shared_by_every_route_and_a_v1_client_that_leaves_frees_it(s
     assert server.process.wait(timeout=40) == 0
 
 
+def test_the_in_flight_limit_answers_429_with_retry_after_in_both_shapes(start_server, long_decoder):
+    """``ATENCION_MAX_CONCURRENT_REQUESTS`` (the middleware, before the engine) says when to retry too."""
+    env = {"ATENCION_MAX_CONCURRENT_REQUESTS": "1", "ATENCION_MAX_NEW_TOKENS": "1000"}
+    server = start_server("--decoder", str(long_decoder), env=env)
+    tgi_stream = {"inputs": "El gato", "parameters": {"max_new_tokens": 1000}}
+    held = [  # (response, its lines): dropping the lines would close the response
+        open_stream(server, "/generate_stream", tgi_stream),
+        open_stream(server, "/v1/completions", completion(1000, stream=True)),
+    ]
+    tgi = server.post("/generate_stream", tgi_stream)
+    assert tgi.status_code == 429 and tgi.json()["error_type"] == "overloaded"
+    assert "1 requests to /generate_stream in flight" in tgi.json()["error"]  # the middleware, not the engine
+    assert tgi.headers["Retry-After"] == "1"
+    v1 = server.post("/v1/completions", completion(2))
+    assert v1.status_code == 429 and v1.headers["Retry-After"] == "1"
+    error = v1.json()["error"]
+    assert (
+        set(error) == OPENAI_ERROR and error["type"] == "rate_limit_error" and error["code"] == "overloaded"
+    )
+    assert "in flight" in error["message"]
+    assert metric(server, "atencion_generation_running") == 2  # the engine had room: only the limit refused
+    for response, _ in held:
+        response.close()
+    assert eventually(lambda: metric(server, "atencion_generation_running") == 0)
+    assert eventually(lambda: server.post("/v1/completions", completion(2)).status_code == 200)
+
+
 def test_the_routes_batch_together_and_agree(start_server, long_decoder):
     server = start_server("--decoder", str(long_decoder))
     results: dict = {}

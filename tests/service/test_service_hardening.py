@@ -94,6 +94,8 @@ def test_in_flight_limits_are_counted_per_route():
             async def send(message):
                 if message["type"] == "http.response.start":
                     statuses.append((path, message["status"]))
+                    if message["status"] == 429:
+                        assert (b"retry-after", b"1") in message["headers"]
 
             await limited({"type": "http", "path": path, "method": "POST", "headers": []}, receive, send)
 
