@@ -8,7 +8,8 @@ and a last one carrying ``generated_text`` and ``details`` (TGI has no ``[DONE]`
 its status is 200, so a failure mid-stream arrives as ``data:{"error", "error_type"}``.
 
 - A client that disconnects (stream or not) cancels its generation: its row leaves the batch before the next
-  decode step.
+  decode step. A stream's response cancels its generations when it ends, however it ends (``GenerationStream``):
+  also when the client left before the first byte and the body's own watcher never started.
 - A full waiting queue (``ATENCION_MAX_WAITING``) answers 429 ``overloaded`` with ``Retry-After``.
 - ``ATENCION_REQUEST_TIMEOUT`` seconds after arrival a generation ends: 504 ``timeout`` (or a last ``timeout``
   event on a stream), and its row is freed.
@@ -90,6 +91,29 @@ def token_event(index: int, token: GeneratedToken) -> str:
         f'data:{{"index": {index}, "token": {{"id": {token.id}, "text": {text}, "logprob": {token.logprob!r}, '
         f'"special": {special}}}, "top_tokens": null, "generated_text": null, "details": null}}\n\n'
     )
+
+
+class GenerationStream(StreamingResponse):
+    """Server-sent events read from ``generations``, which are cancelled when the response ends, however it ends.
+    A client gone before the first byte can end the response before its body iterator ever starts (an ASGI 2.4
+    server raises ``OSError`` from the first ``send``), so the iterator's own clean-up is not enough."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[str],
+        generations: list[Generation | None],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.generations = generations
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for generation in self.generations:
+                if generation is not None:
+                    generation.cancel()  # nothing once it has finished
 
 
 # ---- the engines ----------------------------------------------------------------------------------------------
@@ -175,9 +199,8 @@ def install(
         if isinstance(started, Response):
             return started
         generation, prompt = started
-        return StreamingResponse(
-            _events(generation, prompt, body.parameters.return_full_text, request),
-            media_type="text/event-stream",
+        return GenerationStream(
+            _events(generation, prompt, body.parameters.return_full_text, request), [generation]
         )
 
     app.add_api_route("/generate", generate, methods=["POST"], response_model=GenerateResponse)

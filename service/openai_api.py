@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from modeling.generation import GeneratedToken, Sampling
 from modeling.logprobs import TokenLogprob, prompt_logprobs
 from service.engine import Engine, Generation, GenerationError, Overloaded
-from service.generate import _disconnected, engine_for
+from service.generate import GenerationStream, _disconnected, engine_for
 from service.metrics import INPUT_TOKENS
 from service.models import ServedModel, active_catalog
 from service.openai_format import (
@@ -430,9 +430,7 @@ class Completions:
         }
         if body.stream:
             chunks = self.chunks(request, body, head, choices, streams, generations, prompt_tokens, chat)
-            return StreamingResponse(
-                chunks, media_type="text/event-stream", headers={"cache-control": "no-cache"}
-            )
+            return GenerationStream(chunks, generations, headers={"cache-control": "no-cache"})
         try:
             async for i, item in merged(streams, generations, request):
                 choices[i].take(item)

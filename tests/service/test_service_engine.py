@@ -2,10 +2,13 @@
 free their rows, a full queue answers 429 with Retry-After, the time limit ends a generation, routes share one
 batch. The decoder here has room for long generations (max_len 1024), is wide enough (d_model 384, 4 layers)
 that 256 tokens take seconds, and never ends them early (its end-of-sequence embedding is zero, so greedy never
-picks it). Nothing is timed against a bound: the tests compare counters before and after."""
+picks it). Nothing is timed against a bound: the tests compare counters before and after. One test drives the
+routes in-process instead, to choose the moment a client leaves (before the first byte)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -13,10 +16,15 @@ import time
 import pytest
 import requests
 import torch
+from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 from tokenizers import Tokenizer
 
-from modeling.checkpoint import build_model, save_checkpoint
+from modeling.checkpoint import build_model, load_checkpoint, save_checkpoint
 from modeling.config import DecoderConfig
+from service import generate, models, openai_api
+from service.engine import Engine
+from service.settings import Limits
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +144,64 @@ def test_both_routes_share_one_batch(start_server, long_decoder):
     }  # all the same greedy text
     steps = metric(server, "atencion_generation_batch_size_count")
     assert steps < 8 * 63  # fewer decode steps than tokens: the routes' requests ran in one batch
+
+
+def test_a_stream_whose_client_left_before_its_first_byte_is_cancelled(long_decoder, monkeypatch):
+    """The client is gone by the time the response starts, and the server says so as ASGI 2.4 allows: ``send``
+    raises ``OSError``. Starlette then ends the response before it ever reads the stream's body, whose own
+    clean-up never runs; the response itself must stop the generations. (Uvicorn 0.54 speaks ASGI 2.3: its
+    ``send`` stays silent and the body's watcher sees the disconnect.) In-process, on the real routes and a
+    real engine: over a socket, the moment cannot be chosen."""
+    served = [models.resolve(str(long_decoder), "decoder")]
+    checkpoint = load_checkpoint(long_decoder)
+    engine = Engine(checkpoint.model, checkpoint.tokenizer, max_running=4, name=served[0].name).start()
+    monkeypatch.setitem(generate._ENGINES, served[0].name, engine)
+    submitted = []
+    submit = engine.submit
+
+    def recorded(*args, **kwargs):
+        submitted.append(submit(*args, **kwargs))
+        return submitted[-1]
+
+    monkeypatch.setattr(engine, "submit", recorded)
+    app = FastAPI()
+    limits = Limits(max_new_tokens=1000)
+    monkeypatch.setattr(models, "_CATALOG", models.Catalog.build(served, limits))  # request validation
+    generate.install(app, served, limits, "cpu", 1)
+    openai_api.install(app, served, limits)
+    bodies = {
+        "/generate_stream": {"inputs": "El gato", "parameters": {"max_new_tokens": 1000}},
+        "/v1/completions": {"model": served[0].name, "prompt": "El gato", "max_tokens": 1000, "stream": True},
+    }
+
+    async def leave_at_once(path: str) -> None:
+        messages = [{"type": "http.request", "body": json.dumps(bodies[path]).encode(), "more_body": False}]
+
+        async def receive() -> dict:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            raise OSError("the client has gone")
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+            "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        }  # fmt: skip
+        before = len(submitted)
+        with contextlib.suppress(ClientDisconnect):
+            await app(scope, receive, send)
+        assert len(submitted) == before + 1 and submitted[-1].cancelled, (
+            f"{path}: the generation runs on for nobody"
+        )
+
+    try:
+        for path in bodies:
+            asyncio.run(leave_at_once(path))
+        deadline = time.monotonic() + 30  # a bound for a loaded machine, not a speed test
+        while engine.running + engine.waiting and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.running + engine.waiting == 0 and engine.generated_tokens < 2 * 1000
+    finally:
+        engine.stop()
