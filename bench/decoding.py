@@ -301,8 +301,8 @@ def main() -> None:
     text = f"""## Decoding: ours against transformers, CTranslate2 and ONNX Runtime GenAI (bench/decoding.py)
 
 Command: `python -m bench.decoding --checkpoint checkpoints/{checkpoint.name} --batches {args.batches} --threads {args.threads}`
-(peer engines from `pip install -e '.[bench]'`) · machine: {where} (each run below sets its own threads). This
-machine is shared by 8 engineers working at the same time: wall times are noisy; the CPU-seconds ratio (this
+(peer engines from `pip install -e '.[bench]'`) · machine: {where} (each run below sets its own threads). Other
+jobs may share this machine (each table gives the load average): wall times are noisy; the CPU-seconds ratio (this
 process, all threads) is the steadier measure, and all engines take turns under the same load.
 
 Same weights everywhere: `checkpoints/{checkpoint.name}` exported to a transformers `LlamaForCausalLM` folder,

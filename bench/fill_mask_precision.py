@@ -80,8 +80,8 @@ def main() -> None:
     text = "\n\n".join(
         [
             "## Fill-mask precision: fp32 against bf16 (bench/fill_mask_precision.py)",
-            f"Machine: {machine()}; bf16 matmuls in hardware: {'yes' if supported else 'no'}. Shared by 8 engineers "
-            f"working at once (1-minute load average {min(loads):.0f}-{max(loads):.0f} on 2 cores during the run): "
+            f"Machine: {machine()}; bf16 matmuls in hardware: {'yes' if supported else 'no'}. Other jobs may "
+            f"share the machine (1-minute load average {min(loads):.0f}-{max(loads):.0f} on 2 cores during the run): "
             "read the ratios, not the absolute numbers.",
             "Agreement of bf16 with fp32 on `modeling.precision.CHECK_SENTENCES` (what `--precision auto` checks "
             "at start-up):\n\n| encoder | masks | same top-1 | same top-5 set |\n|---|---|---|---|\n"

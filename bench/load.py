@@ -482,7 +482,7 @@ def generation_bench(quick: bool) -> None:
             f"Machine: {machine()}  ",
             f"Model: shipped decoder-dense; {NEW_TOKENS} new tokens, greedy, {len(GEN_PROMPTS)} prompts of mixed "
             f"lengths in turn. Load average before the run: {load_before[0]:.2f}, after: {os.getloadavg()[0]:.2f}: "
-            "**the 2 cores are shared by 8 engineers' jobs, and the load generator runs beside the servers** — "
+            "**other jobs may share the cores, and the load generator runs beside the servers** — "
             f"compare ratios; each server's share runs in interleaved rounds. Run took {minutes:.1f} min.",
             "",
             "All three servers run at once, one torch thread each for generation. atencion twice, same code and "
