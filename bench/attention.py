@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     scaling = _subprocess(["--time", ",".join(growth), "0", "3"], {"OMP_WAIT_POLICY": "PASSIVE"})
     load = (
         f"1-min load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run on "
-        f"{os.cpu_count()} cores (run took {time.perf_counter() - started:.0f} s): other engineers' jobs shared "
+        f"{os.cpu_count()} cores (run took {time.perf_counter() - started:.0f} s): other jobs shared "
         "the CPU, so absolute times are inflated and noisy; methods were timed round-robin in one process so "
         "that the ratios compare like with like."
     )

@@ -146,7 +146,7 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     parts = [
         "## Encoder forward: fp32, bf16 and int8 (bench/encoder_int8.py)",
-        f"Machine: {machine()}; shared with the other engineers' jobs "
+        f"Machine: {machine()}; shared with other jobs "
         "(1-minute load average {loads}): read the ratios, every variant takes its turn in each round. "
         "int8 = `modeling.quantization.DynamicInt8Linear` on every linear layer of the blocks and the MLM "
         "head's dense layer (int8 activations, one scale per row, × int8 weights, one scale per output; "

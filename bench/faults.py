@@ -199,7 +199,7 @@ def main() -> None:
 
 `python -m bench.faults` — the shipped models, default settings, eight requests in flight (six `/generate`, two
 `/generate_stream`, 200 sampled tokens each) when the fault is injected. Machine: {machine()}; shared with other
-engineers' jobs during the run.
+jobs during the run.
 
 | fault | what the eight clients in flight saw | last answer after | a new request | the server | its port afterwards |
 |---|---|---|---|---|---|

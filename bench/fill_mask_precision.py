@@ -6,7 +6,7 @@ machine's load hits both alike). The agreement is ``modeling.precision.compare``
 in how many masks bf16 keeps fp32's top-1 token and its top-5 set (``--precision auto`` serves bf16 only when
 both are all of them).
 
-The load generator runs on the same machine, and other engineers share its 2 cores: read the ratios.
+The load generator runs on the same machine, and other jobs share its 2 cores: read the ratios.
 
     python -m bench.fill_mask_precision            # writes the `fill-mask precision` section of docs/benchmarks.md
     python -m bench.fill_mask_precision --quick    # fewer requests, prints only

@@ -106,7 +106,7 @@ def main() -> None:
         "## Attention inspection (POST /attention's `analyse`)\n\n"
         f"Command: `python -m bench.inspection --tokens {args.tokens} --repeats {args.repeats}`; machine: "
         f"{machine()}. Random-init models of the shipped recipes' shape (4 layers × 4 heads × 256); all layers "
-        "and heads requested; times are medians, taken while other engineers loaded the same 2 cores (expect "
+        "and heads requested; times are medians, taken while other jobs loaded the same 2 cores (expect "
         "±50%). Baseline, same run: the same probabilities as nested JSON floats with 4 decimals.\n\n"
         "| model | tokens | attention values sent | analyse (with grad×attn) | analyse (maps only) | payload | "
         "gzip 1 | gzip 6 | gzip 9 | baseline JSON floats | baseline / payload |\n"

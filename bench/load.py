@@ -14,7 +14,7 @@ transformers class computes); otherwise random-init models of the shipped size (
 8000), a BERT-shaped encoder and a Llama-shaped decoder (the decoder recipe's architecture), built with
 ``modeling.interop``'s mappings. Random weights cost the same per token as trained ones.
 
-The load generator runs on the same machine as the servers, and other engineers share the 2 cores: read the
+The load generator runs on the same machine as the servers, and other jobs share the 2 cores: read the
 ratios, not the absolute numbers.
 
     python -m bench.load            # writes the `service` section of docs/benchmarks.md
@@ -631,7 +631,7 @@ def main() -> None:
             "Command: `python -m bench.load`  ",
             f"Machine: {machine()}  ",
             f"Models: {described}. Load average before the run: {load_before[0]:.2f}, after: {os.getloadavg()[0]:.2f} "
-            "(other engineers' jobs share the 2 cores, and the load generator runs beside the servers: compare "
+            "(other jobs share the 2 cores, and the load generator runs beside the servers: compare "
             f"ratios; each server's share runs in interleaved rounds). Run took {minutes:.1f} min.",
             "",
             "All servers run at once: atencion twice (one uvicorn API process each, one inference worker per "

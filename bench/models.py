@@ -207,7 +207,7 @@ vocab 8000); the generated ids are checked equal to transformers' before timing:
 
 Command: `python -m bench.models --threads {args.threads}` · machine: {where} (default threads; each run below
 sets its own). Same weights on both sides (``modeling.interop``), same process; candidates take turns,
-median of {repeats} runs each. Other engineers' jobs shared these 2 cores while this ran (see the load
+median of {repeats} runs each. Other jobs shared these 2 cores while this ran (see the load
 averages), so wall times are noisy; CPU-seconds of this process are the steadier measure, and every ratio
 compares runs interleaved under the same load.
 

@@ -143,7 +143,7 @@ def main() -> None:
 
 `python -m bench.soak` — the shipped models, default settings; fill-mask, generate (16 tokens), streamed generate
 (16 tokens, sampled) and attention (one layer) in turn on each of {args.concurrency} keep-alive connections, after
-a 20 s warm-up. Machine: {machine()}; **shared with other engineers' jobs during the run** (2 cores for
+a 20 s warm-up. Machine: {machine()}; **shared with other jobs during the run** (2 cores for
 everyone), so latencies are inflated and only the counts and memory are meaningful.
 
 | requests | non-200 | 5xx | hangs (> {HANG:.0f} s) | p50 | p99 | RSS at start | RSS at end | RSS growth |

@@ -99,7 +99,7 @@ def main() -> None:
         [
             "## Start-up to healthy (bench/startup.py)",
             f"Command: `python -m bench.startup --checkpoint checkpoints/{checkpoint.name}` · machine: {machine()}; "
-            "shared with the other engineers' jobs (load average with each row). Each row is a fresh "
+            "shared with other jobs (load average with each row). Each row is a fresh "
             f"`atencion serve --decoder checkpoints/{checkpoint.name} --decoding …` process, timed from launch to "
             "the first `GET /health` = 200; then one `POST /generate` of 16 new tokens. Cold: an empty "
             "`TORCHINDUCTOR_CACHE_DIR`; warm: the cache the cold launch filled.",

@@ -165,7 +165,7 @@ def main() -> None:
         f"`python -m bench.training --steps {args.steps} --batch-fraction {args.batch_fraction} "
         f"--threads {args.threads}` on {machine()}; "
         f"load average at the start {load_start:.1f}, at the end "
-        f"{os.getloadavg()[0]:.1f} (other engineers' jobs share the 2 cores: absolute numbers are noisy, the "
+        f"{os.getloadavg()[0]:.1f} (other jobs share the 2 cores: absolute numbers are noisy, the "
         "ratios less so, since all variants of a recipe (ours/theirs, bf16/fp32) alternate step by step).",
         "",
         "One full training step (forward, loss, backward, clip, AdamW) on a batch of random ids "

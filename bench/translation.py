@@ -144,7 +144,7 @@ def report(speed: list[dict], runs: list[dict], load: tuple[float, float]) -> st
         "## Translation (bench/translation.py)",
         "",
         f"`python -m bench.translation --runs {' '.join('runs/' + r['name'] for r in runs)}` on {machine()}; "
-        f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other engineers' jobs share the "
+        f"load average {load[0]:.1f} at the start, {load[1]:.1f} at the end (other jobs share the "
         "2 cores: absolute times are noisy, the bf16/fp32 ratios less so).",
         "",
         "Training step of the encoder–decoder (one thread, ~2,000 padded tokens per batch of Tsunkua pairs, "
