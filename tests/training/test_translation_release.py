@@ -10,6 +10,7 @@ import pytest
 from translation_helpers import TINY, synthetic_rows
 
 import training.seq2seq as seq2seq
+from atencion.cli import main
 from modeling.checkpoint import load_checkpoint
 from training.seq2seq import load_translation_recipe, train_translator
 from training.translation_release import EXAMPLES, release
@@ -17,10 +18,16 @@ from training.translation_release import EXAMPLES, release
 pytest.importorskip("sacrebleu")
 
 
-def test_release_writes_a_complete_documented_folder(tmp_path, monkeypatch):
+def test_release_writes_a_complete_documented_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(seq2seq, "load_tsunkua", synthetic_rows)
     train_translator(load_translation_recipe("translator-es-oto", TINY), tmp_path / "run")
-    out = release(tmp_path / "run", tmp_path / "checkpoints" / "translator-es-oto")
+    out = tmp_path / "checkpoints" / "translator-es-oto"
+    with pytest.raises(SystemExit) as done:  # `atencion release` knows a translator's run from its config
+        main(["release", str(tmp_path / "run"), str(out)])
+    assert done.value.code == 0 and capsys.readouterr().out.strip().endswith(str(out))
+    with pytest.raises(SystemExit) as done:
+        main(["release", str(tmp_path / "run"), str(out), "--corpus", str(tmp_path)])
+    assert done.value.code == 2 and "--corpus" in capsys.readouterr().err
     names = {p.name for p in out.iterdir()}
     assert names == {
         "config.json", "model.safetensors", "tokenizer.json", "training.json", "evaluation.json", "samples.json",
