@@ -20,6 +20,10 @@ LICENSING = (
 )
 
 
+def _threads(n: int) -> str:
+    return "one thread" if n == 1 else f"{n} threads"
+
+
 def _decoding(decoding: dict[str, Any]) -> str:
     if decoding["num_beams"] == 1:
         return "greedy search"
@@ -205,7 +209,7 @@ def build_card(folder: str | Path) -> str:
         "```bash",
         "pip install 'atencion[translation]'",
         *training["commands"],
-        f"python -m training.translation_release runs/{folder.name} --out checkpoints/{folder.name}",
+        f"atencion release runs/{folder.name} checkpoints/{folder.name}",
         "```",
         "",
         *_stages(training),
@@ -216,8 +220,8 @@ def build_card(folder: str | Path) -> str:
             else ""
         )
         + f"Kept checkpoint: step {training['step']} of {training['steps']} ({training['tokens']:,} source + target "
-        f"tokens seen), {training['train_seconds'] / 60:.0f} minutes of wall time on hardware: one thread of a "
-        "2-core x86 CPU shared with other jobs (nice 10)"
+        f"tokens seen), {training['train_seconds'] / 60:.0f} minutes of wall time on hardware: "
+        f"{_threads(training['recipe']['training'].get('threads', 1))} of a 2-core x86 CPU, no GPU"
         + (
             f"; {training['lexicon_pairs']:,} word pairs of the training pairs' Dice dictionary were added as short training pairs."
             if training.get("lexicon_pairs")

@@ -40,7 +40,9 @@ def test_sha256sums_cover_every_shipped_file() -> None:
     for line in (ROOT / SUMS).read_text(encoding="utf-8").splitlines():
         digest, name = line.split("  ", 1)
         listed[name] = digest
-    files = {f"{n}/{p.name}": p for n in (*NAMES, "taller") for p in (ROOT / n).iterdir()}
+    files = {
+        f"{n}/{p.name}": p for n in (*NAMES, "taller", "translator-es-oto") for p in (ROOT / n).iterdir()
+    }
     assert set(listed) == set(files)
     assert all(sha256(path) == listed[name] for name, path in files.items())
 
@@ -83,7 +85,7 @@ def test_evaluations_meet_the_quality_bar() -> None:
 def test_the_shipped_defaults_serve_fill_mask_and_generation(start_server) -> None:
     server = start_server()  # no --encoder/--decoder: the README's `atencion serve`
     info = server.get("/info").json()
-    assert len(info["models"]) == 5, info  # the four models and the teaching model `taller`
+    assert len(info["models"]) == 6, info  # the four models, the teaching model `taller` and the translator
     filled = server.post("/fill-mask", {"inputs": "La casa de mi [MASK] es muy grande."})
     assert filled.status_code == 200, filled.text
     assert len(filled.json()) == 5 and all(c["token_str"].strip() for c in filled.json())
