@@ -32,14 +32,19 @@ from modeling.encoder import Encoder
 QUANTIZATIONS = ("int8",)
 
 
+def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 per output row: ``weight (out, in)`` → int8 ``(out, in)`` and float32 scales ``(out,)``."""
+    weight = weight.detach().float()  # (out, in)
+    scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # (out,)
+    return torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
+
 class Int8Linear(nn.Module):
     """``nn.Linear``'s product with int8 weights ``(out, in)`` and float scales ``(out,)``."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()  # (out, in)
-        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # (out,)
-        q = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
+        q, scale = quantize_rows(linear.weight)  # (out, in) int8, (out,) float32
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("weight", q)
         self.register_buffer("scale", scale.to(linear.weight.dtype))
@@ -64,9 +69,7 @@ class DynamicInt8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()  # (out, in)
-        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127  # (out,)
-        q = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
+        q, scale = quantize_rows(linear.weight)  # (out, in) int8, (out,) float32
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("weight", q)
         self.register_buffer("scale", scale)
