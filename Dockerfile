@@ -61,6 +61,19 @@ COPY training/ /tmp/src/training/
 COPY service/ /tmp/src/service/
 RUN pip install /tmp/src && rm -rf /tmp/src
 
+# The mat-vec kernels decoding uses (modeling/matvec.py), built once here so that every container runs them
+# without a compiler: g++ is installed for this step only (unless COMPILER_PACKAGES brought one) and removed in
+# the same layer, which keeps only the library (< 1 MB). One build serves any x86-64 CPU (it picks AVX-512,
+# AVX2 or baseline code at load).
+ENV ATENCION_KERNEL_CACHE=/opt/atencion/kernels
+RUN if command -v g++ >/dev/null; then python -m modeling.matvec; \
+    else apt-get update \
+        && apt-get install -y --no-install-recommends g++ \
+        && python -m modeling.matvec \
+        && apt-get purge -y --auto-remove g++ \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+
 # The shipped models (config.json, model.safetensors, tokenizer.json each); served offline by default.
 COPY checkpoints/ checkpoints/
 

@@ -39,9 +39,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from modeling import matvec
 from modeling.decoder import Decoder
 from modeling.kv_cache import KVCache
 from modeling.layouts import Layout
+from modeling.projection import Projection
 
 log = logging.getLogger(__name__)
 SMALLEST_SPAN = 128
@@ -85,6 +87,11 @@ class CompiledDecoder:
         self._compiled = None
         self._built: set[int] = set()  # spans whose batch-1 graph is compiled
         reason = "compilation not asked for" if not compile else compiler_missing()
+        kernels = matvec.unavailable()  # built or loaded now, never while a graph is traced
+        if reason is None and kernels is None:  # the compiled step's one-row products call the kernel
+            for module in model.modules():
+                if isinstance(module, Projection):
+                    module.pack()
         if reason is None:
             # graphs are per model, batch kind and span: more than Dynamo's default 8 per function
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
@@ -94,6 +101,8 @@ class CompiledDecoder:
             self.mode = f"eager ({reason})"
             if compile:
                 log.warning("decode step: running eagerly, %s", reason)
+        if kernels is not None:
+            self.mode += f"; {kernels}"
 
     def warm_up(self) -> None:
         """Build the batch-1 graph of every span now: a prompt ending just inside each span, then one step."""

@@ -5,9 +5,12 @@ Each weight row ``w_o`` (one output feature) is stored as int8 ``q_o = round(w_o
 ``s_o = max|w_o| / 127``; activations stay float. A layer computes ``(x @ q.T) · s``: the int8 weights are
 widened to the activations' dtype inside the product, so the only error is the weights' rounding (at most
 ``s_o / 2`` per entry). A quarter of the bytes to stream per token is what pays at batch 1, where decoding
-is bound by reading the weights; that needs the compiled step (``modeling.decode_step``), which fuses the
-widening into the product — in eager PyTorch the widened copy is materialised on every call and int8 is slower
-than float32 (measured in docs/benchmarks.md).
+is bound by reading the weights: one row runs the int8 mat-vec of ``modeling.matvec`` on a transposed ``(in,
+out)`` copy, which widens the weights in registers and scales each output once (17 products of one token of
+the shipped decoder, 1 thread: 0.12 ms against 0.29 for its float32 kernel), eagerly and as an extern call in
+the compiled step. Without the kernels, the compiled step's loop fuses the widening into the product, and in
+eager PyTorch the widened copy is materialised on every call (slower than float32, docs/benchmarks.md); more
+rows take that path too.
 
 The embedding table stays float (a lookup reads one row); a tied output head gets an int8 copy of its own.
 
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modeling import matvec
 from modeling.decoder import Decoder
 from modeling.encoder import Encoder
 
@@ -40,18 +44,22 @@ def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class Int8Linear(nn.Module):
-    """``nn.Linear``'s product with int8 weights ``(out, in)`` and float scales ``(out,)``."""
+    """``nn.Linear``'s product with int8 weights ``(out, in)`` (and a transposed ``(in, out)`` copy for the
+    mat-vec kernel) and float scales ``(out,)``."""
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         q, scale = quantize_rows(linear.weight)  # (out, in) int8, (out,) float32
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("weight", q)
+        self.register_buffer("weight_t", q.t().contiguous(), persistent=False)  # (in, out)
         self.register_buffer("scale", scale.to(linear.weight.dtype))
         bias = None if linear.bias is None else linear.bias.detach().clone()
         self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._matvec(x):
+            return torch.ops.atencion.matvec_int8(x, self.weight_t, self.scale, self.bias)  # (…, out)
         weight = self.weight.to(x.dtype)  # (out, in); fused into the product when compiled
         if x.shape[:-1].numel() == 1 and torch.compiler.is_compiling():
             y = (x[..., None, :] * weight).sum(-1)  # (…, out): one fused loop over the int8 rows
@@ -59,6 +67,12 @@ class Int8Linear(nn.Module):
             y = F.linear(x, weight)
         y = y * self.scale
         return y if self.bias is None else y + self.bias
+
+    def _matvec(self, x: Tensor) -> bool:
+        """One float32 row on the CPU, no autograd, and the kernels loaded (decided before compiling)."""
+        one_row = x.shape[:-1].numel() == 1 and x.dtype == self.scale.dtype == torch.float32
+        usable = one_row and x.device.type == "cpu" and not torch.is_grad_enabled()
+        return usable and matvec.available()
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"

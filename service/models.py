@@ -64,11 +64,14 @@ class ServedModel:
 
     def _decoding(self) -> dict[str, Any]:
         """How generation runs: the step (compiled, or eager and why) and the weights' quantization."""
+        from modeling import matvec
         from modeling.decode_step import compiler_missing
 
         step = self.decoding
         if step == "compiled" and compiler_missing() is not None:
             step = f"eager ({compiler_missing()})"
+        if matvec.probe() is not None:  # one-row products: PyTorch's, not the mat-vec kernels
+            step = f"{step}; {matvec.probe()}"
         return {"decoding": step, "quantize": self.quantize}
 
 
@@ -228,9 +231,11 @@ def load_for_worker(models: list[ServedModel], kind: str | None, device: str, th
 def prepare_decoder(model: ServedModel, checkpoint):
     """The checkpoint with its decoder as the settings ask: int8 weights, a compiled step built now (so that
     the worker reports healthy only once no request has to wait for a compiler)."""
+    from modeling import matvec
     from modeling.decode_step import CompiledDecoder
     from modeling.quantization import quantize
 
+    matvec.available()  # the mat-vec kernels, built now if need be (eager decoding uses them too)
     decoder = checkpoint.model
     if model.quantize != "none":
         decoder = quantize(decoder, model.quantize)

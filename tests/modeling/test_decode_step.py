@@ -13,6 +13,7 @@ import logging
 import pytest
 import torch
 
+from modeling import matvec
 from modeling.config import AttentionConfig, DecoderConfig
 from modeling.decode_step import CompiledDecoder, compiler_missing, span_for
 from modeling.decoder import Decoder
@@ -54,7 +55,7 @@ def test_static_cache_step_gives_the_plain_loops_ids(attention, batch, n) -> Non
     """125 new tokens after 9 cross from the first span (128 columns) into the second."""
     model = make(attention)
     step = CompiledDecoder(model, compile=False)
-    assert step.mode == "eager (compilation not asked for)"
+    assert step.mode.startswith("eager (compilation not asked for)")  # + why the mat-vec kernels are missing
     prompt = torch.randint(3, 61, (batch, 9), generator=torch.Generator().manual_seed(batch))
     assert torch.equal(greedy(step, prompt, n), greedy(model, prompt, n))
 
@@ -82,10 +83,11 @@ def test_past_max_len_is_a_clear_error() -> None:
 
 
 def test_no_compiler_falls_back_to_eager_with_one_log_line(monkeypatch, caplog) -> None:
+    matvec.available()  # the mat-vec kernels are built (or found) before the compiler disappears
     monkeypatch.setattr("modeling.decode_step.shutil.which", lambda name: None)
     with caplog.at_level(logging.WARNING, logger="modeling.decode_step"):
         step = CompiledDecoder(make())
-    assert step.mode == "eager (no C++ compiler (g++) on PATH)"
+    assert step.mode.startswith("eager (no C++ compiler (g++) on PATH)")
     assert [r.getMessage() for r in caplog.records] == [
         "decode step: running eagerly, no C++ compiler (g++) on PATH"
     ]

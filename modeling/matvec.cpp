@@ -1,0 +1,154 @@
+// Mat-vec kernels for decoding on the CPU: y = x @ W.T for a few rows x, the weight stored transposed (in, out),
+// float32 or int8 with a float scale per output. The idea and the numbers: modeling/matvec.py; the loop:
+// matvec_kernel.h, compiled here for AVX-512, for AVX2 and for the baseline instruction set (GCC vector
+// extensions, so the compiler picks the instructions); the CPU picks one when the library loads.
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+using vf = float __attribute__((vector_size(64)));                  // 16 lanes
+using vf_u = float __attribute__((vector_size(64), aligned(4)));     // an unaligned load of 16 floats
+using vi32 = int32_t __attribute__((vector_size(64)));
+using vi8_u = int8_t __attribute__((vector_size(16), aligned(1)));   // an unaligned load of 16 int8
+constexpr int64_t LANES = 16;
+#define INLINE inline __attribute__((always_inline))
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define X86 1
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
+namespace avx512 {
+INLINE vf widen(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+#include "matvec_kernel.h"
+}  // namespace avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+INLINE vf widen(const int8_t* p) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+  const __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(q, q)));
+  vf v;
+  std::memcpy(&v, &lo, 32);
+  std::memcpy(reinterpret_cast<char*>(&v) + 32, &hi, 32);
+  return v;
+}
+#include "matvec_kernel.h"
+}  // namespace avx2
+#pragma GCC pop_options
+#endif
+
+namespace generic {  // the compiler's own vectors for the baseline instruction set
+INLINE vf widen(const int8_t* p) {
+  return __builtin_convertvector(__builtin_convertvector(*reinterpret_cast<const vi8_u*>(p), vi32), vf);
+}
+#include "matvec_kernel.h"
+}  // namespace generic
+
+enum class Isa { avx512, avx2, generic };
+
+Isa detect() {
+#ifdef X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+#endif
+  return Isa::generic;
+}
+
+// ATENCION_MATVEC_ISA=generic|avx2 forces a narrower instruction set (the tests run every path they can)
+Isa chosen() {
+  Isa isa = detect();
+  const char* forced = std::getenv("ATENCION_MATVEC_ISA");
+  if (forced && std::strcmp(forced, "generic") == 0) isa = Isa::generic;
+  if (forced && std::strcmp(forced, "avx2") == 0 && isa == Isa::avx512) isa = Isa::avx2;
+  return isa;
+}
+
+const Isa ISA = chosen();
+
+template <typename W>
+void run(const float* x, int64_t n, int64_t in, const W* w, int64_t out, float* y, const float* scale) {
+#ifdef X86
+  if (ISA == Isa::avx512) return avx512::matvec<W>(x, n, in, w, out, y, scale);
+  if (ISA == Isa::avx2) return avx2::matvec<W>(x, n, in, w, out, y, scale);
+#endif
+  generic::matvec<W>(x, n, in, w, out, y, scale);
+}
+
+std::string isa() { return ISA == Isa::avx512 ? "avx512" : ISA == Isa::avx2 ? "avx2" : "generic"; }
+
+// ---- torch ops ------------------------------------------------------------------------------------------------
+void check(const at::Tensor& x, const at::Tensor& weight_t, at::ScalarType wtype) {
+  TORCH_CHECK(x.device().is_cpu() && weight_t.device().is_cpu(), "matvec: CPU tensors only");
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "matvec: x must be float32, got ", x.scalar_type());
+  TORCH_CHECK(weight_t.scalar_type() == wtype, "matvec: weight_t must be ", wtype, ", got ",
+              weight_t.scalar_type());
+  TORCH_CHECK(weight_t.dim() == 2 && weight_t.is_contiguous(), "matvec: weight_t must be a contiguous (in, out)");
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == weight_t.size(0), "matvec: x (…, ", x.size(-1),
+              ") does not match weight_t (", weight_t.size(0), ", ", weight_t.size(1), ")");
+}
+
+std::vector<int64_t> out_shape(const at::Tensor& x, int64_t out) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out;
+  return shape;
+}
+
+at::Tensor finish(at::Tensor y, const std::optional<at::Tensor>& bias) {
+  if (bias.has_value()) y.add_(*bias);
+  return y;
+}
+
+at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight_t, const std::optional<at::Tensor>& bias) {
+  check(x, weight_t, at::kFloat);
+  const at::Tensor xc = x.contiguous();
+  const int64_t in = weight_t.size(0), out = weight_t.size(1);
+  at::Tensor y = at::empty(out_shape(x, out), x.options());
+  run<float>(xc.data_ptr<float>(), xc.numel() / in, in, weight_t.data_ptr<float>(), out, y.data_ptr<float>(), nullptr);
+  return finish(y, bias);
+}
+
+at::Tensor matvec_int8(const at::Tensor& x, const at::Tensor& weight_t, const at::Tensor& scale,
+                       const std::optional<at::Tensor>& bias) {
+  check(x, weight_t, at::kChar);
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.is_contiguous() && scale.numel() == weight_t.size(1),
+              "matvec_int8: scale must be a contiguous float32 (out,)");
+  const at::Tensor xc = x.contiguous();
+  const int64_t in = weight_t.size(0), out = weight_t.size(1);
+  at::Tensor y = at::empty(out_shape(x, out), x.options());
+  run<int8_t>(xc.data_ptr<float>(), xc.numel() / in, in, weight_t.data_ptr<int8_t>(), out, y.data_ptr<float>(),
+            scale.data_ptr<float>());
+  return finish(y, bias);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(atencion, m) {
+  m.def("matvec(Tensor x, Tensor weight_t, Tensor? bias=None) -> Tensor");
+  m.def("matvec_int8(Tensor x, Tensor weight_t, Tensor scale, Tensor? bias=None) -> Tensor");
+  m.def("matvec_isa() -> str", &isa);
+}
+
+TORCH_LIBRARY_IMPL(atencion, CPU, m) {
+  m.impl("matvec", &matvec);
+  m.impl("matvec_int8", &matvec_int8);
+}
