@@ -71,7 +71,7 @@ RUN if command -v g++ >/dev/null; then python -m modeling.matvec; \
         && apt-get install -y --no-install-recommends g++ \
         && python -m modeling.matvec \
         && apt-get purge -y --auto-remove g++ \
-        && rm -rf /var/lib/apt/lists/*; \
+        && apt-get clean && rm -rf /var/lib/apt/lists/*; \
     fi
 
 # The shipped models (config.json, model.safetensors, tokenizer.json each); served offline by default.
