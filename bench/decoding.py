@@ -6,7 +6,9 @@ transformers converter and ONNX Runtime GenAI's model builder convert that folde
 so every engine runs the same numbers. Greedy decoding of ``--new-tokens`` tokens after a 16-token prompt, at
 batch 1, 8 and 32 (equal-length prompts, no padding), at 1 and 2 threads. The end-of-sequence token is
 suppressed everywhere (transformers' ``min_new_tokens``, CTranslate2's and GenAI's ``min_length``, a masked
-logit in ours) so that every engine produces exactly that many tokens.
+logit in ours) so that every engine produces exactly that many tokens. Two of ours decode eagerly: ``ours eager``
+in lock step over a growing cache (``Decoder.next_logits``), ``ours engine`` as the serving engine does (a
+preallocated cache, each prompt prefilled alone into its row, each row at its own position).
 
 Before timing, each fp32 engine's ids are checked equal to transformers' (an int8 engine reports the share of
 ids it agrees on). Then all engines take turns, ``--repeats`` rounds, so that they share the machine's load
@@ -98,6 +100,45 @@ def ours(model: Decoder | CompiledDecoder, new_tokens: int) -> Runner:
     return run
 
 
+def ours_engine(model: Decoder, new_tokens: int) -> Runner:
+    """The serving engine's step (``service.engine``): a preallocated cache, each prompt prefilled alone into its
+    row, then one step for all rows with per-row positions, reading the columns ``step_reads`` picks. Greedy
+    with the end token masked, like ``ours`` (the engine's own token choice, log-probabilities and detokenizing
+    are left out, as every runner leaves them out)."""
+    from service.engine import step_reads
+
+    eos = model.config.eos_token_id
+    caches: dict[int, list] = {}  # the engine allocates its cache once, at start-up
+
+    def run(prompt: torch.Tensor) -> list[list[int]]:
+        B, T = prompt.shape
+        with torch.inference_mode():
+            if B not in caches:
+                caches[B] = model.preallocated_cache(B)
+            cache = caches[B]
+            last = torch.cat(
+                [
+                    model.next_logits(prompt[r : r + 1], [c.view(slice(r, r + 1)) for c in cache])
+                    for r in range(B)
+                ]
+            )  # (B, V)
+            out = []
+            for step in range(new_tokens):
+                if eos is not None:
+                    last[:, eos] = float("-inf")
+                ids = last.argmax(-1, keepdim=True)  # (B, 1)
+                out.append(ids)
+                if step == new_tokens - 1:
+                    break
+                span, segments = step_reads([T + step + 1] * B, model.config.max_len)
+                positions = torch.full((B, 1), T + step)  # (B, 1): each row at its own (here equal) position
+                views = [c.view(slice(0, B), span, segments) for c in cache]
+                last = model.next_logits(ids, views, positions=positions)  # (B, V)
+            return torch.cat(out, 1).tolist()
+
+    return run
+
+
 def transformers_generate(hf_dir: Path, new_tokens: int) -> Runner:
     import transformers
 
@@ -161,6 +202,7 @@ def genai_generate(folder: Path, threads: int, new_tokens: int) -> Runner:
 ENGINES = (
     "transformers fp32",
     "ours eager fp32",
+    "ours engine fp32",
     "ours compiled fp32",
     "ours compiled int8",
     "ctranslate2 fp32",
@@ -183,6 +225,8 @@ def runners(
         family, precision = name.rsplit(" ", 1)
         if family == "transformers":
             made[name] = transformers_generate(hf_dir, n)
+        elif family == "ours engine":
+            made[name] = ours_engine(models["ours eager fp32"], n)
         elif family.startswith("ours"):
             made[name] = ours(models[name], n)
         elif family == "ctranslate2":

@@ -212,9 +212,12 @@ class MultiHeadAttention(nn.Module):
                 f"MultiHeadAttention: positions must be ({T},) or ({B}, {T}), got {tuple(positions.shape)}"
             )
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head)  # (B, T, 3, H, D)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
-        if self.rope is not None:
-            q, k = self.rope.apply_pair(q, k, positions)
+        if self.rope is not None:  # queries and keys rotated together
+            qk = self.rope.rotate(qkv[:, :, :2], positions)  # (B, T, 2, H, D)
+            q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
+            v = qkv[:, :, 2].transpose(1, 2)  # (B, H, T, D)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
         k_pos, segments = positions, None
         if cache is not None and positions.dim() == 2:  # each row at its own positions
             k, v = cache.write(k, v, positions)  # (B, H, span, D)

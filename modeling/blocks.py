@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -41,7 +42,13 @@ class GeluFeedForward(nn.Module):
 
 
 class SwiGLUFeedForward(nn.Module):
-    """``down(silu(gate(x)) * up(x))``, the gated linear unit with a Swish gate (Shazeer 2020; Llama)."""
+    """``down(silu(gate(x)) * up(x))``, the gated linear unit with a Swish gate (Shazeer 2020; Llama).
+
+    Several rows at inference (a batch decoding, a prompt) multiply by gate and up stacked, ``(2·d_ff, d)``: one
+    product instead of two on the same input (each product call costs ~10 µs before any arithmetic, and a wider
+    one runs faster per column). The stacked copy is made once and rebuilt when either weight changes; it is
+    never saved. Training, one row and compiled graphs use the two projections as they are.
+    """
 
     def __init__(self, d_model: int, d_ff: int, bias: bool) -> None:
         super().__init__()
@@ -50,7 +57,40 @@ class SwiGLUFeedForward(nn.Module):
         self.down = Projection(d_ff, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        stacked = self._stacked(x)
+        if stacked is None:
+            return self.down(F.silu(self.gate(x)) * self.up(x))
+        gate, up = stacked(x).chunk(2, dim=-1)  # each (…, d_ff)
+        return self.down(F.silu(gate) * up)
+
+    def _stacked(self, x: Tensor) -> Projection | None:
+        """gate and up as one projection ``d → 2·d_ff`` when ``x`` has several rows at inference, else None."""
+        projections = (self.gate, self.up)
+        if not all(type(p) is Projection for p in projections):  # e.g. int8 layers (modeling.quantization)
+            return None
+        tensors = [t for p in projections for t in (p.weight, p.bias) if t is not None]
+        if (
+            x.shape[:-1].numel() == 1
+            or torch.is_grad_enabled()
+            or torch.compiler.is_compiling()
+            or any(t.is_inference() for t in tensors)  # inference tensors carry no version counter
+        ):
+            return None
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        cached = self.__dict__.get("_stacked_copy")
+        if cached is None or cached[0] != key:
+            d_ff, d_model = self.gate.weight.shape
+            stacked = Projection(d_model, 2 * d_ff, bias=self.gate.bias is not None, device="meta")
+            with torch.inference_mode(False):  # a normal tensor: Projection's fast paths need its version
+                for name in ("weight", "bias"):
+                    if getattr(self.gate, name) is not None:
+                        both = torch.cat(
+                            [getattr(p, name).detach() for p in projections]
+                        )  # gate rows, then up
+                        setattr(stacked, name, nn.Parameter(both, requires_grad=False))
+            cached = (key, stacked)
+            self.__dict__["_stacked_copy"] = cached  # a plain attribute: not a submodule, never saved
+        return cached[1]
 
 
 FEED_FORWARDS: dict[str, Callable[[TransformerConfig], nn.Module]] = {

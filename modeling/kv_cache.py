@@ -10,7 +10,9 @@ Design (shared by the plain decoding loop, the continuous-batching engine and a 
 - **Two ways to write.**
   ``append(k, v)``: every row at the same positions ``length … length + T − 1`` (a prompt, or a batch
   decoding in lock step); attention reads columns ``0 … length + T − 1``. A cache built empty (``KVCache()``)
-  grows by doubling, so appending one token costs amortised O(1) copies.
+  grows by doubling from ``SMALLEST_CAPACITY`` columns, so appending one token costs amortised O(1) copies and
+  a short generation none (each growth copies every row's keys and values: at 32 rows and 64 columns, ~1 ms per
+  layer).
   ``write(k, v, positions)``: each row at its own positions ``(R, T)`` — a scatter on the device, no host
   synchronisation; attention reads columns ``0 … span − 1`` and masks, per row, the columns after the row's own
   position (``modeling.attention.dense_plan``), so what a shorter row left there (another sequence's keys, or
@@ -32,6 +34,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+SMALLEST_CAPACITY = 128  # columns a growing cache starts with
 
 
 class KVCache:
@@ -141,7 +145,7 @@ class KVCache:
                 raise ValueError(
                     f"KVCache.append: {end} positions exceed the cache's capacity {self.capacity}"
                 )
-            capacity = max(end, 2 * (0 if self._k is None else self._k.shape[2]), 16)
+            capacity = max(end, 2 * (0 if self._k is None else self._k.shape[2]), SMALLEST_CAPACITY)
             new_k = k.new_empty(k.shape[0], k.shape[1], capacity, k.shape[3])  # (R, H, capacity, D)
             new_v = v.new_empty(v.shape[0], v.shape[1], capacity, v.shape[3])
             if self._k is not None and self._length:

@@ -70,6 +70,10 @@ class Rope:
     Then q_m·k_n depends on m − n only. The rotate_half pairing and the float32 angle computation are those of
     Llama, so the same weights give the same numbers. Angles are computed in float64 for float64 inputs.
     A plain object, not an ``nn.Module``: it has no weights, and its ``apply`` would shadow ``Module.apply``.
+
+    ``x·cos + rotate_half(x)·sin`` is computed as ``x·cos + roll(x, D/2)·sin±``, with ``sin±`` the sine whose
+    first half is negated (rotate_half's sign folded into the table): one kernel for the swap of the halves
+    instead of a negation and a concatenation, and the same numbers (negating a factor is exact).
     """
 
     def __init__(self, d_head: int, theta: float = 10000.0, max_len: int = 0) -> None:
@@ -79,7 +83,7 @@ class Rope:
         self._tables: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
 
     def angles(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """cos and sin, each (…, T, D), in ``dtype``: rows of a table of positions 0…max_len−1 computed once
+        """cos and sin±, each (…, T, D), in ``dtype``: rows of a table of positions 0…max_len−1 computed once
         (the same numbers, elementwise, as computing them for ``positions`` directly). CPU positions past the
         table are computed directly; on other devices they are not looked at (an index past it fails)."""
         key = (dtype, positions.device)
@@ -99,26 +103,43 @@ class Rope:
         exponent = torch.arange(0, self.d_head, 2, dtype=torch.int64, device=positions.device).to(work)
         inv_freq = 1.0 / (self.theta ** (exponent / self.d_head))  # (D/2,)
         freqs = positions.to(work)[..., None] * inv_freq  # (…, T, D/2)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (T, D)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (…, T, D)
+        sin = emb.sin().to(dtype)
+        return emb.cos().to(dtype), torch.cat(
+            (-sin[..., : self.d_head // 2], sin[..., self.d_head // 2 :]), -1
+        )
+
+    def rotate(self, x: Tensor, positions: Tensor) -> Tensor:
+        """Rotate ``x (B, T, …, D)`` at ``positions (T,)`` or per row ``(B, T)``; any dimensions between T and D
+        (heads; queries and keys side by side) share the angles. Returns the same shape."""
+        D, T = x.shape[-1], x.shape[1]
+        if D != self.d_head or positions.shape not in ((T,), (x.shape[0], T)):
+            raise ValueError(
+                f"Rope.rotate: need x (B, T, …, {self.d_head}) and positions (T,) or (B, T), "
+                f"got {tuple(x.shape)} and {tuple(positions.shape)}"
+            )
+        cos, sin = self.angles(positions, x.dtype)  # (T, D) or (B, T, D)
+        middle = (1,) * (x.dim() - 3)
+        cos, sin = (
+            cos.view(*cos.shape[:-1], *middle, D),
+            sin.view(*sin.shape[:-1], *middle, D),
+        )  # (…, T, 1…, D)
+        return x * cos + x.roll(D // 2, -1) * sin  # roll: (x₁, x₂) → (x₂, x₁), rotate_half without its sign
 
     def apply(self, x: Tensor, positions: Tensor) -> Tensor:
         """Rotate ``x (B, H, T, D)`` at ``positions (T,)``; returns the same shape."""
         return self.apply_pair(x, None, positions)[0]
 
     def apply_pair(self, q: Tensor, k: Tensor | None, positions: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Rotate queries and keys ``(B, H, T, D)`` at the same positions, ``(T,)`` or per row ``(B, T)``,
-        computing the angles once."""
+        """Rotate queries and keys ``(B, H, T, D)`` at the same positions, ``(T,)`` or per row ``(B, T)``."""
         B, _, T, D = q.shape
         if D != self.d_head or positions.shape not in ((T,), (B, T)):
             raise ValueError(
                 f"Rope.apply: need x (B, H, T, {self.d_head}) and positions (T,) or (B, T), got {tuple(q.shape)} and {tuple(positions.shape)}"
             )
-        cos, sin = self.angles(positions, q.dtype)  # (T, D) or (B, T, D)
-        if positions.dim() == 2:
-            cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D)
-        rotated_k = None if k is None else k * cos + rotate_half(k) * sin
-        return q * cos + rotate_half(q) * sin, rotated_k
+        rotated_q = self.rotate(q.transpose(1, 2), positions).transpose(1, 2)  # (B, H, T, D)
+        rotated_k = None if k is None else self.rotate(k.transpose(1, 2), positions).transpose(1, 2)
+        return rotated_q, rotated_k
 
     def __repr__(self) -> str:
         return f"Rope(d_head={self.d_head}, theta={self.theta})"

@@ -67,6 +67,29 @@ from modeling.generation import GeneratedToken, Sampling, TokenText, check_promp
 SEGMENT_ROWS = 8  # an eager decode step reads each group of this many rows up to the group's longest
 
 
+def step_reads(
+    lengths: list[int], max_len: int, *, compiled: bool = False
+) -> tuple[int, tuple[tuple[int, int, int], ...] | None]:
+    """The cache columns a decode step over rows of ``lengths`` (longest first, each counting the key the step
+    writes) reads: its span, and the segments of rows reading less.
+
+    At 32 rows the keys and values of all layers no longer fit in the CPU's cache, and a step's attention
+    costs what it reads. An eager step reads up to the longest row, and each group of ``SEGMENT_ROWS`` rows only
+    up to its own longest (``modeling.attention.attend_in_segments``); neighbouring groups reading as far are
+    one segment (each segment is an attention call of its own). A compiled step wants few shapes: a power of
+    two that covers every row (``span_for``), no segments."""
+    if compiled:
+        return span_for(max(lengths), max_len), None
+    segments: list[tuple[int, int, int]] = []
+    for first in range(0, len(lengths), SEGMENT_ROWS):
+        end, columns = min(first + SEGMENT_ROWS, len(lengths)), max(lengths[first : first + SEGMENT_ROWS])
+        if segments and segments[-1][2] == columns:
+            segments[-1] = (segments[-1][0], end, columns)
+        else:
+            segments.append((first, end, columns))
+    return max(lengths), (tuple(segments) if len(segments) > 1 else None)
+
+
 class Overloaded(Exception):
     """The waiting queue is full; ``retry_after`` is a guess, in whole seconds, of when a place frees up."""
 
@@ -425,21 +448,10 @@ class Engine:
             self._seen[first + by : end + by] = self._seen[first:end].clone()
 
     def _reads(self, rows: list[_Sequence]) -> tuple[int, tuple[tuple[int, int, int], ...] | None]:
-        """The cache columns a decode step reads: its span, and the segments of rows reading less.
-
-        At 32 rows the keys and values of all layers no longer fit in the CPU's cache, and a step's attention
-        costs what it reads. An eager step reads up to the longest row, and, the rows being longest first, each
-        group of ``SEGMENT_ROWS`` rows only up to its own longest (``modeling.attention.attend_in_segments``).
-        A compiled step wants few shapes: a power of two that covers every row (``span_for``), no segments."""
+        """The cache columns this step reads (``step_reads``); a compiled step runs for one row only."""
         lengths = [s.length + 1 for s in rows]  # the columns in use once this step's keys are written
-        if not isinstance(self.model, Decoder):
-            return span_for(max(lengths), self.config.max_len), None
-        n = len(rows)
-        segments = tuple(
-            (first, min(first + SEGMENT_ROWS, n), max(lengths[first : first + SEGMENT_ROWS]))
-            for first in range(0, n, SEGMENT_ROWS)
-        )
-        return max(lengths), (segments if len(segments) > 1 else None)
+        compiled = not isinstance(self.model, Decoder) and len(rows) == 1
+        return step_reads(lengths, self.config.max_len, compiled=compiled)
 
     @torch.inference_mode()
     def _decode(self) -> None:

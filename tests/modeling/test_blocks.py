@@ -143,3 +143,27 @@ def test_projection_several_rows_use_the_reordered_weight_and_follow_updates() -
     assert "_reordered" not in projection.state_dict()
     projection(x).sum().backward()  # with autograd: the ordinary product
     assert projection.weight.grad is not None
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_swiglu_several_rows_use_gate_and_up_stacked_and_follow_updates(bias: bool) -> None:
+    """Several rows without autograd: one product by gate and up stacked. Each output is still one dot product
+    of one weight row, so it equals the two products up to the order of the additions inside a product (1e-5 on
+    outputs of size ~1); the stacked copy is rebuilt after an update and never saved."""
+    torch.manual_seed(8)
+    ff = make_feed_forward(dataclasses.replace(CONFIG, feed_forward="swiglu", bias=bias))
+
+    def separate(x: torch.Tensor) -> torch.Tensor:
+        return ff.down(torch.nn.functional.silu(ff.gate(x)) * ff.up(x))
+
+    x = torch.randn(3, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ff(x), separate(x), atol=1e-5, rtol=0)
+        assert "_stacked_copy" in ff.__dict__
+        ff.up.weight.mul_(-2.0)  # in place: the stacked copy must not go stale
+        if bias:
+            ff.gate.bias.add_(1.0)
+        torch.testing.assert_close(ff(x), separate(x), atol=1e-5, rtol=0)
+    assert sorted(ff.state_dict()) == sorted(n for n, _ in ff.named_parameters())
+    ff(x).sum().backward()  # with autograd: the two projections, differentiable
+    assert ff.gate.weight.grad is not None and ff.up.weight.grad is not None

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from modeling.positions import LearnedPositions, RelativePositions, Rope, SinusoidalPositions
+from modeling.positions import LearnedPositions, RelativePositions, Rope, SinusoidalPositions, rotate_half
 
 
 def test_sinusoidal_follows_vaswani() -> None:
@@ -122,3 +122,27 @@ def test_rope_table_gives_the_directly_computed_angles_and_falls_back_past_max_l
     q, k = table.apply_pair(x, x.flip(-1), torch.arange(5))
     assert torch.equal(q, direct.apply(x, torch.arange(5)))
     assert torch.equal(k, direct.apply(x.flip(-1), torch.arange(5)))
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rope_rotate_takes_queries_and_keys_together_token_major(per_row: bool) -> None:
+    """``rotate`` on ``(B, T, 2, H, D)`` (queries and keys side by side, as the fused QKV projection lays them
+    out) gives what ``apply`` gives each of them in ``(B, H, T, D)``, and the rotate_half formula: tolerance 0,
+    the same float32 operations (the swapped halves times a sine with its first half negated)."""
+    rope = Rope(16, 10000.0, max_len=32)
+    x = torch.randn(3, 5, 2, 4, 16)  # (B, T, 2, H, D)
+    positions = (
+        torch.tensor([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11], [20, 21, 22, 23, 24]])
+        if per_row
+        else torch.arange(5) + 2
+    )
+    rotated = rope.rotate(x, positions)
+    cos, sin = Rope(16)._compute(positions, torch.float32)  # (…, T, D); the sine's first half negated
+    sin = torch.cat((-sin[..., :8], sin[..., 8:]), -1)  # the plain sine
+    for i in range(2):
+        heads = x[:, :, i].transpose(1, 2)  # (B, H, T, D)
+        if not per_row:
+            assert torch.equal(rotated[:, :, i].transpose(1, 2), rope.apply(heads, positions))
+        c, s = (cos[:, None], sin[:, None]) if per_row else (cos, sin)
+        want = heads * c + rotate_half(heads) * s
+        assert torch.equal(rotated[:, :, i].transpose(1, 2), want)

@@ -18,7 +18,7 @@ import torch
 from modeling.checkpoint import load_checkpoint
 from modeling.generation import Sampling, stream_tokens
 from service import engine as engine_module
-from service.engine import Engine, GenerationError, Overloaded
+from service.engine import Engine, GenerationError, Overloaded, step_reads
 
 TOLERANCE, NEAR_TIE = 1e-4, 1e-3
 
@@ -220,3 +220,13 @@ def test_a_bad_prompt_is_a_clear_error(tiny_checkpoints) -> None:
         engine.submit([], Sampling())
     with pytest.raises(ValueError, match="^prompt_ids:"):
         engine.submit([1] * 64, Sampling())
+
+
+def test_step_reads_group_rows_by_their_longest_and_merge_groups_reading_as_far(monkeypatch) -> None:
+    """An eager step reads each group of ``SEGMENT_ROWS`` rows up to the group's longest row; neighbouring
+    groups reading as far are one segment (one attention call); a compiled step reads a power of two, whole."""
+    monkeypatch.setattr(engine_module, "SEGMENT_ROWS", 2)
+    assert step_reads([9, 9, 9, 9, 9], 512) == (9, None)  # one segment: no segments
+    assert step_reads([9, 7, 5, 5, 5, 2], 512) == (9, ((0, 2, 9), (2, 6, 5)))
+    assert step_reads([9, 9, 9, 5, 3], 512) == (9, ((0, 4, 9), (4, 5, 3)))
+    assert step_reads([9, 7, 5], 512, compiled=True) == (128, None)
