@@ -123,6 +123,18 @@ def test_compiled_step_gives_the_eager_ids_and_logits() -> None:
         greedy(step, prompt, 16), greedy(model, prompt, 16)
     )  # positions 120 … 135: spans 128, 256
     assert step._built == {128, 256}
+    assert {signature[0] for signature in step._direct} == {128, 256}  # later steps skip Dynamo
+    # two caches taking turns: each direct call writes and reads its own cache
+    first, second = prompt, torch.flip(prompt, [1])
+    with torch.inference_mode():
+        caches = [step.new_cache(), step.new_cache()]
+        ids = [
+            step.next_logits(p, c).argmax(-1, keepdim=True)
+            for p, c in zip((first, second), caches, strict=True)
+        ]
+        for _ in range(12):
+            ids = [step.next_logits(i, c).argmax(-1, keepdim=True) for i, c in zip(ids, caches, strict=True)]
+    assert torch.equal(torch.cat(ids), torch.cat([greedy(model, p, 13)[:, -1:] for p in (first, second)]))
     with torch.inference_mode():
         cache, plain = step.new_cache(), model.new_cache()
         step.next_logits(prompt, cache), model.next_logits(prompt, plain)
