@@ -8,7 +8,7 @@ batch 1, 8 and 32 (equal-length prompts, no padding), at 1 and 2 threads. The en
 suppressed everywhere (transformers' ``min_new_tokens``, CTranslate2's and GenAI's ``min_length``, a masked
 logit in ours) so that every engine produces exactly that many tokens. Two of ours decode eagerly: ``ours eager``
 in lock step over a growing cache (``Decoder.next_logits``), ``ours engine`` as the serving engine does (a
-preallocated cache, each prompt prefilled alone into its row, each row at its own position).
+preallocated cache, prompts of one length prefilled together, each row at its own position).
 
 Before timing, each fp32 engine's ids are checked equal to transformers' (an int8 engine reports the share of
 ids it agrees on). Then all engines take turns, ``--repeats`` rounds, so that they share the machine's load
@@ -101,8 +101,9 @@ def ours(model: Decoder | CompiledDecoder, new_tokens: int) -> Runner:
 
 
 def ours_engine(model: Decoder, new_tokens: int) -> Runner:
-    """The serving engine's step (``service.engine``): a preallocated cache, each prompt prefilled alone into its
-    row, then one step for all rows with per-row positions, reading the columns ``step_reads`` picks. Greedy
+    """The serving engine's step (``service.engine``): a preallocated cache, the prompts (arriving together, of
+    one length) prefilled as one batch, then one step for all rows with per-row positions, reading the columns
+    ``step_reads`` picks. Greedy
     with the end token masked, like ``ours`` (the engine's own token choice, log-probabilities and detokenizing
     are left out, as every runner leaves them out)."""
     from service.engine import step_reads
@@ -116,12 +117,7 @@ def ours_engine(model: Decoder, new_tokens: int) -> Runner:
             if B not in caches:
                 caches[B] = model.preallocated_cache(B)
             cache = caches[B]
-            last = torch.cat(
-                [
-                    model.next_logits(prompt[r : r + 1], [c.view(slice(r, r + 1)) for c in cache])
-                    for r in range(B)
-                ]
-            )  # (B, V)
+            last = model.next_logits(prompt, [c.view(slice(0, B)) for c in cache])  # (B, V): one prefill
             out = []
             for step in range(new_tokens):
                 if eos is not None:

@@ -129,8 +129,8 @@ class KVCache:
             self._v[dst] = self._v[src]
 
     def shift_rows(self, first: int, end: int, by: int, columns: int) -> None:
-        """Move rows ``first … end − 1`` to ``first + by …`` (``by`` ±1), their first ``columns`` columns only:
-        a running batch kept in order makes room for a row, or closes the gap a row left."""
+        """Move rows ``first … end − 1`` to ``first + by …``, their first ``columns`` columns only: a running
+        batch kept in order makes room for rows, or closes the gap rows left."""
         if first < end and by and columns:
             source, target = slice(first, end), slice(first + by, end + by)
             self._k[target, :, :columns] = self._k[source, :, :columns].clone()  # the ranges overlap

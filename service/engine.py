@@ -4,8 +4,8 @@ served decoder, shared by every generation route.
     submit ─▶ waiting (bounded: full → Overloaded, a 429 with Retry-After)
                  │ at the next step, while a row is free
                  ▼
-             prefill (the prompt alone into a cache row, placed so that the rows stay longest first;
-                 │        its first token goes out at once)
+             prefill (the prompts joining at this step, one batch per prompt length, into cache rows
+                 │        placed so that the rows stay longest first; their first tokens go out at once)
                  ▼
              running ──▶ one decode step for all rows, each at its own position ──▶ tokens out
                  │ finished / stop string / cancelled / past its time limit: leaves before the next step
@@ -88,6 +88,14 @@ def step_reads(
         else:
             segments.append((first, end, columns))
     return max(lengths), (tuple(segments) if len(segments) > 1 else None)
+
+
+def _same_length(sequences: list[_Sequence]) -> list[list[_Sequence]]:
+    """The sequences grouped by prompt length, longest first, each group in arrival order."""
+    groups: dict[int, list[_Sequence]] = {}
+    for sequence in sequences:
+        groups.setdefault(len(sequence.prompt_ids), []).append(sequence)
+    return [groups[length] for length in sorted(groups, reverse=True)]
 
 
 class Overloaded(Exception):
@@ -365,11 +373,14 @@ class Engine:
                 while self._waiting and len(self._running) + len(joining) < self.max_running:
                     joining.append(self._waiting.popleft())
             try:
+                live = []
                 for sequence in joining:
-                    if not self._expired(sequence, time.monotonic()):
-                        self._prefill(sequence)
-                    else:
+                    if self._expired(sequence, time.monotonic()):
                         self._finish(sequence, waiting=True)
+                    else:
+                        live.append(sequence)
+                for group in _same_length(live):
+                    self._prefill(group)
                 self._leave()
                 if self._running:
                     self._decode()
@@ -392,48 +403,51 @@ class Engine:
         return sequence.end is not None
 
     @torch.inference_mode()
-    def _prefill(self, sequence: _Sequence) -> None:
-        """The prompt alone into a free row (the rows stay longest first); its first token goes out at once."""
-        s = sequence.sampling
-        if s.do_sample and s.seed is not None:
-            sequence.generator = torch.Generator().manual_seed(s.seed)
-        budget = min(s.max_new_tokens, self.config.max_len - len(sequence.prompt_ids))
-        sequence.text = TokenText(self.tokenizer, sequence.prompt_ids, s, self.config, budget)
-        started = time.monotonic()
-        self.observer.started(
-            sequence.route, started - sequence.submitted, len(sequence.prompt_ids),
-            len(self._running) + 1, len(self._waiting),
-        )  # fmt: skip
-        row = self._make_room(len(sequence.prompt_ids))
+    def _prefill(self, group: list[_Sequence]) -> None:
+        """Prompts of one length together, into free rows next to each other (the rows stay longest first);
+        their first tokens go out at once. A burst of requests prefills as one batch, not one prompt at a time."""
+        T, m = len(group[0].prompt_ids), len(group)
+        for i, sequence in enumerate(group):
+            s = sequence.sampling
+            if s.do_sample and s.seed is not None:
+                sequence.generator = torch.Generator().manual_seed(s.seed)
+            budget = min(s.max_new_tokens, self.config.max_len - T)
+            sequence.text = TokenText(self.tokenizer, sequence.prompt_ids, s, self.config, budget)
+            self.observer.started(
+                sequence.route, time.monotonic() - sequence.submitted, T,
+                len(self._running) + i + 1, len(self._waiting),
+            )  # fmt: skip
+        row = self._make_room(T, m)
         try:
-            ids = torch.tensor([sequence.prompt_ids], dtype=torch.long, device=self.device)  # (1, T)
-            self._seen[row] = False
-            self._seen[row, ids[0]] = True
-            T = ids.shape[1]
-            if isinstance(self.model, Decoder):  # the prompt as one sequence: causal SDPA or block-sparse
+            ids = torch.tensor([s.prompt_ids for s in group], dtype=torch.long, device=self.device)  # (m, T)
+            self._seen[row : row + m] = False
+            self._seen[torch.arange(row, row + m, device=self.device)[:, None], ids] = True
+            if isinstance(self.model, Decoder):  # the prompts in lock step: causal SDPA or block-sparse
                 logits = self.model.next_logits(
-                    ids, [c.view(slice(row, row + 1)) for c in self._cache]
-                )  # (1, V)
+                    ids, [c.view(slice(row, row + m)) for c in self._cache]
+                )  # (m, V)
             else:  # a compiled decode step takes views with per-row positions only
-                views = [c.view(slice(row, row + 1), span_for(T, self.config.max_len)) for c in self._cache]
-                positions = torch.arange(T, device=self.device)[None]  # (1, T)
+                views = [c.view(slice(row, row + m), span_for(T, self.config.max_len)) for c in self._cache]
+                positions = torch.arange(T, device=self.device).expand(m, T)  # (m, T)
                 logits = self.model.next_logits(ids, views, positions=positions)
-        except Exception as error:  # noqa: BLE001 — this request's failure only
-            self._shift(row + 1, len(self._running) + 1, -1, self._columns(row))  # close the room again
-            sequence.end = "generation"
-            sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
-            self._finish(sequence, waiting=True)
+        except Exception as error:  # noqa: BLE001 — these requests' failure only
+            self._shift(row + m, len(self._running) + m, -m, self._columns(row))  # close the room again
+            for sequence in group:
+                sequence.end = "generation"
+                sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
+                self._finish(sequence, waiting=True)
             return
-        sequence.length = len(sequence.prompt_ids)
-        sequence.last_token_at = sequence.submitted
-        self._running.insert(row, sequence)
-        self._emit([sequence], logits)
+        for sequence in group:
+            sequence.length = T
+            sequence.last_token_at = sequence.submitted
+        self._running[row:row] = group
+        self._emit(group, logits)
 
-    def _make_room(self, length: int) -> int:
-        """The row where a sequence of ``length`` positions keeps the rows longest first; the rows from there on
-        move down by one."""
+    def _make_room(self, length: int, count: int) -> int:
+        """The first of ``count`` rows where sequences of ``length`` positions keep the rows longest first; the
+        rows from there on move down by ``count``."""
         row = next((i for i, s in enumerate(self._running) if s.length < length), len(self._running))
-        self._shift(row, len(self._running), 1, self._columns(row))
+        self._shift(row, len(self._running), count, self._columns(row))
         return row
 
     def _columns(self, first: int) -> int:

@@ -108,6 +108,40 @@ def test_rows_stay_longest_first_as_requests_join_and_leave(tiny_checkpoints, mo
     _assert_as_alone(model, tokenizer, requests, batched, "decoder-dense")
 
 
+@pytest.mark.parametrize("name", ["decoder-dense", "decoder-sparse"])
+def test_a_burst_prefills_each_prompt_length_as_one_batch(tiny_checkpoints, name: str, monkeypatch) -> None:
+    """Requests joining at the same step prefill one batch per prompt length (longest first), and each still
+    meets the rule of item 1."""
+    checkpoint = load_checkpoint(tiny_checkpoints / name)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    texts = ["el gato duerme", "la niña lee un libro", "el gato duerme", "perro", "la niña lee un libro"]
+    texts.append("el gato duerme")
+    requests = [
+        (tokenizer.encode(text).ids, Sampling(max_new_tokens=8, do_sample=i % 2 == 1, seed=i))
+        for i, text in enumerate(texts)
+    ]
+    prefills, next_logits = [], model.next_logits
+
+    def counted(ids, cache, pad_mask=None, positions=None):
+        if ids.shape[1] > 1:
+            prefills.append(tuple(ids.shape))
+        return next_logits(ids, cache, pad_mask, positions)
+
+    monkeypatch.setattr(model, "next_logits", counted)
+    engine = Engine(model, tokenizer, max_running=8, max_waiting=8)
+    generations = [engine.submit(p, s, top_logprobs=5) for p, s in requests]  # all queued before the start
+    engine.start()
+    try:
+        batched = [list(g) for g in generations]
+    finally:
+        engine.stop()
+    lengths = sorted({len(p) for p, _ in requests}, reverse=True)
+    counts = {n: sum(len(p) == n for p, _ in requests) for n in lengths}
+    assert prefills == [(counts[n], n) for n in lengths] and max(counts.values()) > 1, prefills
+    monkeypatch.undo()
+    _assert_as_alone(model, tokenizer, requests, batched, name)
+
+
 def test_top_logprobs_are_the_rows_own(tiny_checkpoints) -> None:
     """The 5 best log-probabilities of every step, batched, against the full forward pass of that row."""
     checkpoint = load_checkpoint(tiny_checkpoints / "decoder-sparse")
