@@ -166,17 +166,18 @@ class CompiledDecoder:
                 cache.length = end
                 return logits
             span = span_for(end, self.config.max_len)
-            views = [layer.view(slice(0, B), span) for layer in cache.layers]
+            rows = [(layer._k, layer._v) for layer in cache.layers]  # each (rows, H, max_len, D)
+            keys = tuple(k if k.shape[0] == B else k[:B] for k, _ in rows)  # the storage, no copy
+            values = tuple(v if v.shape[0] == B else v[:B] for _, v in rows)
             positions = torch.arange(start, end, device=ids.device)[None]  # (1, 1), like the engine's
         elif positions is None or positions.shape != (B, T):
             raise ValueError(f"positions: cache views need each row's positions ({B}, {T})")
         elif not compiled:  # the decoder's own step, the views' segments included
             return self.model.next_logits(ids, cache, positions=positions)
         else:
-            views = cache
-        span = views[0].span
-        keys = tuple(view._k for view in views)  # each (1, H, max_len, D): the storage, no copy
-        values = tuple(view._v for view in views)
+            span = cache[0].span
+            keys = tuple(view._k for view in cache)  # each (1, H, max_len, D): the storage, no copy
+            values = tuple(view._v for view in cache)
         try:
             logits = self._step(ids, positions, keys, values, span)
         except Exception as error:  # a compiler failure: fall back for good, say so once
