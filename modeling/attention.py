@@ -213,9 +213,9 @@ class MultiHeadAttention(nn.Module):
             )
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.d_head)  # (B, T, 3, H, D)
         if self.rope is not None:  # queries and keys rotated together
-            qk = self.rope.rotate(qkv[:, :, :2], positions)  # (B, T, 2, H, D)
+            qk = self.rope.rotate(qkv.narrow(2, 0, 2), positions)  # (B, T, 2, H, D)
             q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
-            v = qkv[:, :, 2].transpose(1, 2)  # (B, H, T, D)
+            v = qkv.select(2, 2).transpose(1, 2)  # (B, H, T, D)
         else:
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, D)
         k_pos, segments = positions, None

@@ -119,6 +119,10 @@ def post_norm(x: Tensor, norm: nn.Module, sublayer: Sublayer, dropout: nn.Module
 RESIDUALS = {"pre": pre_norm, "post": post_norm}
 
 
+def _unchanged(x: Tensor) -> Tensor:
+    return x
+
+
 # ---- the block ----------------------------------------------------------------------------------------------
 class Block(nn.Module):
     """Attention then feed-forward, each as ``residual(x, norm, sublayer, dropout)`` (pre- or post-norm)."""
@@ -157,6 +161,7 @@ class Block(nn.Module):
             )
             return out
 
-        x = self.residual(x, self.attention_norm, attend, self.dropout)
-        x = self.residual(x, self.feed_forward_norm, self.feed_forward, self.dropout)
+        dropout = self.dropout if self.training else _unchanged  # the identity at inference: skip the call
+        x = self.residual(x, self.attention_norm, attend, dropout)
+        x = self.residual(x, self.feed_forward_norm, self.feed_forward, dropout)
         return x, weights

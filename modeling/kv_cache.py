@@ -152,10 +152,10 @@ class KVCache:
                 new_k[:, :, : self._length] = self._k[:, :, : self._length]
                 new_v[:, :, : self._length] = self._v[:, :, : self._length]
             self._k, self._v = new_k, new_v
-        self._k[:, :, self._length : end] = k
-        self._v[:, :, self._length : end] = v
+        self._k.narrow(2, self._length, end - self._length).copy_(k)  # (R, H, T, D) at columns length …
+        self._v.narrow(2, self._length, end - self._length).copy_(v)
         self._length = end
-        return self.k, self.v
+        return self._k.narrow(2, 0, end), self._v.narrow(2, 0, end)  # (R, H, S + T, D)
 
     def write(self, k: Tensor, v: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
         """Write ``k, v (R, H, T, D)`` of row r at ``positions[r] (R, T)`` (each < span); return the columns

@@ -95,7 +95,11 @@ class Rope:
             not on_host or not positions.numel() or int(positions.max()) < self.max_len
         ):
             cos, sin = self._tables[key]
-            return cos[positions], sin[positions]  # (…, T, D) each
+            flat = positions.reshape(-1)  # rows of the tables: index_select costs less than indexing
+            shape = (*positions.shape, self.d_head)
+            return cos.index_select(0, flat).view(shape), sin.index_select(0, flat).view(
+                shape
+            )  # (…, T, D) each
         return self._compute(positions, dtype)
 
     def _compute(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
