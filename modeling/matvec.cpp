@@ -8,10 +8,12 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -34,6 +36,7 @@ INLINE vf widen(const int8_t* p) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 #include "matvec_kernel.h"
+#include "attention_kernel.h"
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -50,6 +53,7 @@ INLINE vf widen(const int8_t* p) {
   return v;
 }
 #include "matvec_kernel.h"
+#include "attention_kernel.h"
 }  // namespace avx2
 #pragma GCC pop_options
 #endif
@@ -59,6 +63,7 @@ INLINE vf widen(const int8_t* p) {
   return __builtin_convertvector(__builtin_convertvector(*reinterpret_cast<const vi8_u*>(p), vi32), vf);
 }
 #include "matvec_kernel.h"
+#include "attention_kernel.h"
 }  // namespace generic
 
 enum class Isa { avx512, avx2, generic };
@@ -92,6 +97,15 @@ void run(const float* x, int64_t n, int64_t in, const W* w, int64_t out, float* 
   if (ISA == Isa::avx2) return avx2::matvec<W>(x, n, in, w, out, y, scale);
 #endif
   generic::matvec<W>(x, n, in, w, out, y, scale);
+}
+
+void attend(const float* q, const float* k, const float* v, int64_t S, int64_t D, int64_t ks, int64_t vs,
+            const float* mask, int64_t mask_stride, float scale, float* scores, float* out) {
+#ifdef X86
+  if (ISA == Isa::avx512) return avx512::attend_one(q, k, v, S, D, ks, vs, mask, mask_stride, scale, scores, out);
+  if (ISA == Isa::avx2) return avx2::attend_one(q, k, v, S, D, ks, vs, mask, mask_stride, scale, scores, out);
+#endif
+  generic::attend_one(q, k, v, S, D, ks, vs, mask, mask_stride, scale, scores, out);
 }
 
 std::string isa() { return ISA == Isa::avx512 ? "avx512" : ISA == Isa::avx2 ? "avx2" : "generic"; }
@@ -140,15 +154,55 @@ at::Tensor matvec_int8(const at::Tensor& x, const at::Tensor& weight_t, const at
   return finish(y, bias);
 }
 
+// One query per row and head: q (B, H, 1, D), k and v (B, H, S, D) (a cache's span: rows apart by any stride,
+// D contiguous and a multiple of 16), an additive float mask broadcastable to (B, H, 1, S) → (B, H, 1, D).
+at::Tensor attend_one(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_,
+                      const std::optional<at::Tensor>& mask, double scale) {
+  TORCH_CHECK(q_.dim() == 4 && k_.dim() == 4 && q_.size(2) == 1 && k_.sizes() == v_.sizes(),
+              "attend_one: q must be (B, H, 1, D) and k, v (B, H, S, D)");
+  TORCH_CHECK(q_.size(0) == k_.size(0) && q_.size(1) == k_.size(1) && q_.size(3) == k_.size(3),
+              "attend_one: q ", q_.sizes(), " does not fit k ", k_.sizes());
+  for (const at::Tensor* t : {&q_, &k_, &v_})
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat, "attend_one: float32 CPU tensors only");
+  const int64_t B = q_.size(0), H = q_.size(1), S = k_.size(2), D = q_.size(3);
+  TORCH_CHECK(D % LANES == 0, "attend_one: the head size must be a multiple of 16, got ", D);
+  const at::Tensor q = q_.stride(3) == 1 ? q_ : q_.contiguous();
+  const at::Tensor k = k_.stride(3) == 1 ? k_ : k_.contiguous();
+  const at::Tensor v = v_.stride(3) == 1 ? v_ : v_.contiguous();
+  int64_t ms[4] = {0, 0, 0, 0};
+  const float* mp = nullptr;
+  if (mask.has_value()) {
+    const at::Tensor& m = *mask;
+    TORCH_CHECK(m.scalar_type() == at::kFloat && m.dim() == 4 && m.size(2) == 1 && m.size(3) == S &&
+                    (m.size(0) == 1 || m.size(0) == B) && (m.size(1) == 1 || m.size(1) == H),
+                "attend_one: the mask must be float32 and broadcast to (B, H, 1, S)");
+    for (int d = 0; d < 4; ++d) ms[d] = m.size(d) == 1 ? 0 : m.stride(d);
+    mp = m.data_ptr<float>();
+  }
+  at::Tensor out = at::empty({B, H, 1, D}, q.options());
+  thread_local std::vector<float> scores;
+  scores.resize(S);
+  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      attend(qp + b * q.stride(0) + h * q.stride(1), kp + b * k.stride(0) + h * k.stride(1),
+             vp + b * v.stride(0) + h * v.stride(1), S, D, k.stride(2), v.stride(2),
+             mp ? mp + b * ms[0] + h * ms[1] : nullptr, ms[3], static_cast<float>(scale), scores.data(),
+             out.data_ptr<float>() + (b * H + h) * D);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(atencion, m) {
   m.def("matvec(Tensor x, Tensor weight_t, Tensor? bias=None) -> Tensor");
   m.def("matvec_int8(Tensor x, Tensor weight_t, Tensor scale, Tensor? bias=None) -> Tensor");
+  m.def("attend_one(Tensor q, Tensor k, Tensor v, Tensor? mask, float scale) -> Tensor");
   m.def("matvec_isa() -> str", &isa);
 }
 
 TORCH_LIBRARY_IMPL(atencion, CPU, m) {
   m.impl("matvec", &matvec);
   m.impl("matvec_int8", &matvec_int8);
+  m.impl("attend_one", &attend_one);
 }

@@ -21,6 +21,9 @@ reduction loop whose one accumulator chain waits on every add.
 The sum over ``i`` runs in order, with fused multiply-adds: other products (MKL, oneDNN) add in another order,
 so outputs differ in the last bits; greedy ids stay the same (tests/modeling, bench/decoding.py).
 
+The library holds one more kernel of the compiled decode step, ``attend_one(q, k, v, mask, scale)``: one
+query's attention over a row's cached keys (``attention_kernel.h``; why: ``modeling.decode_step``).
+
 The ops are ``torch.ops.atencion.matvec(x, weight_t, bias)`` and ``matvec_int8(x, weight_t, scale, bias)``,
 registered with the dispatcher (``TORCH_LIBRARY``, ~µs per call) with fake implementations, so eager code
 calls them and ``torch.compile`` graphs call them as extern kernels. The library is compiled from
@@ -50,7 +53,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
-SOURCES = (HERE / "matvec.cpp", HERE / "matvec_kernel.h")
+SOURCES = (HERE / "matvec.cpp", HERE / "matvec_kernel.h", HERE / "attention_kernel.h")
 COMPILER = "g++"  # resolved on PATH; tests point it elsewhere to see the fallback
 FLAGS = ["-O3", "-std=gnu++20", "-fPIC", "-shared", "-Wno-psabi", "-w"]
 
@@ -135,8 +138,12 @@ def _register_fakes() -> None:
     def fake(x: Tensor, weight_t: Tensor, *rest) -> Tensor:
         return x.new_empty((*x.shape[:-1], weight_t.shape[1]))
 
+    def fake_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+        return q.new_empty(q.shape)  # (B, H, 1, D)
+
     torch.library.register_fake("atencion::matvec")(fake)
     torch.library.register_fake("atencion::matvec_int8")(fake)
+    torch.library.register_fake("atencion::attend_one")(fake_attention)
     torch.ops.atencion.matvec._atencion_fake = True
 
 

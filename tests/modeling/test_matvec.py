@@ -1,6 +1,7 @@
 """The mat-vec kernels: the products of ``F.linear`` and of the int8 reference for the shipped decoder's shapes
-and odd ones (every row-group and tail path), on every instruction set this CPU has, inside ``torch.compile``,
-the on-disk cache, and PyTorch's products where the library cannot be built.
+and odd ones (every row-group and tail path), the one-query attention against SDPA, on every instruction set
+this CPU has, inside ``torch.compile``, the on-disk cache, and PyTorch's products where the library cannot be
+built.
 
 Tolerances: the kernels add the ``in`` products in order with fused multiply-adds, PyTorch in another order, so
 float32 sums of a few hundred unit-scale products differ by ~1e-5; 1e-4 absolute and relative covers that
@@ -94,7 +95,11 @@ def test_narrower_instruction_sets_give_the_same_products() -> None:
         "  x, w = torch.randn(rows, n_in), torch.randn(n_out, n_in) / n_in ** 0.5; q, s = quantize_rows(w)\n"
         "  torch.testing.assert_close(matvec.matvec(x, w.t().contiguous()), F.linear(x, w), atol=1e-4, rtol=1e-4)\n"
         "  torch.testing.assert_close(matvec.matvec_int8(x, q.t().contiguous(), s), F.linear(x, q.float()) * s,"
-        " atol=1e-4, rtol=1e-4)\nprint(matvec.isa())"
+        " atol=1e-4, rtol=1e-4)\n"
+        "q, k = torch.randn(2, 3, 1, 64), torch.randn(2, 3, 77, 64); m = torch.zeros(1, 1, 1, 77); m[..., 50:] = -1e9\n"
+        "torch.testing.assert_close(torch.ops.atencion.attend_one(q, k, k * 2, m, 0.125),"
+        " F.scaled_dot_product_attention(q, k, k * 2, attn_mask=m, scale=0.125), atol=1e-5, rtol=1e-5)\n"
+        "print(matvec.isa())"
     )
     widest = matvec.isa()
     for isa in ("generic", "avx2"):
@@ -103,6 +108,36 @@ def test_narrower_instruction_sets_give_the_same_products() -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         expected = isa if widest != "generic" else "generic"
         assert done.stdout.strip() == expected
+
+
+@needs_kernels
+@pytest.mark.parametrize(("S", "D"), [(128, 64), (37, 16), (300, 32)])
+@pytest.mark.parametrize("mask", ["none", "shared", "per-row"])
+def test_one_query_attention_is_sdpa(S, D, mask) -> None:
+    """Keys and values as a cache's span (rows of a longer storage), masked columns at -inf; 1e-5: another
+    order of the sums and another exp."""
+    g = torch.Generator().manual_seed(S)
+    B, H = 2, 3
+    q = torch.randn(B, H, 1, D, generator=g)
+    k, v = (torch.randn(B, H, S + 50, D, generator=g)[:, :, :S] for _ in range(2))  # (B, H, S, D), strided
+    lengths = torch.tensor([S // 3, S])[:, None, None, None]  # (B, 1, 1, 1): row 0 sees its first third
+    masks = {
+        "none": None,
+        "shared": torch.zeros(1, 1, 1, S),
+        "per-row": torch.where(torch.arange(S) < lengths, 0.0, float("-inf")),  # (B, 1, 1, S)
+    }
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=masks[mask], scale=0.3)
+    got = torch.ops.atencion.attend_one(q, k, v, masks[mask], 0.3)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernels
+def test_one_query_attention_refuses_what_it_does_not_do() -> None:
+    q, k = torch.randn(1, 2, 1, 24), torch.randn(1, 2, 9, 24)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        torch.ops.atencion.attend_one(q, k, k, None, 1.0)
+    with pytest.raises(RuntimeError, match=r"q must be \(B, H, 1, D\)"):
+        torch.ops.atencion.attend_one(k, k, k, None, 1.0)
 
 
 @needs_kernels
