@@ -66,9 +66,12 @@ void attend_one(const float* q, const float* k, const float* v, int64_t S, int64
     total += scores[s];
   }
   const float norm = 1.f / total;
-  for (int64_t d = 0; d < D; d += LANES) {
-    vf acc = vf{};
-    for (int64_t t = 0; t < S; ++t) acc += scores[t] * load(v + t * vs + d);
-    *reinterpret_cast<vf_u*>(out + d) = acc * norm;
+  for (int64_t d = 0; d < D; d += LANES) {  // four chains of adds, not one
+    vf acc[4] = {};
+    int64_t t = 0;
+    for (; t + 4 <= S; t += 4)
+      for (int j = 0; j < 4; ++j) acc[j] += scores[t + j] * load(v + (t + j) * vs + d);
+    for (; t < S; ++t) acc[0] += scores[t] * load(v + t * vs + d);
+    *reinterpret_cast<vf_u*>(out + d) = ((acc[0] + acc[1]) + (acc[2] + acc[3])) * norm;
   }
 }
