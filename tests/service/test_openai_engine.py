@@ -174,11 +174,11 @@ def test_the_routes_batch_together_and_agree(start_server, long_decoder):
 def test_the_time_limit_ends_a_v1_generation_in_openais_shape(start_server, long_decoder):
     env = {"ATENCION_REQUEST_TIMEOUT": "2", "ATENCION_MAX_NEW_TOKENS": "100000"}
     server = start_server("--decoder", str(long_decoder), env=env)
-    timed_out = server.post("/v1/completions", completion(1000))
+    timed_out = server.post("/v1/completions", completion(4000))  # far more than 2 s of decoding
     assert timed_out.status_code == 504
     error = timed_out.json()["error"]
     assert set(error) == OPENAI_ERROR and error["code"] == "timeout" and "2 s limit" in error["message"]
-    _, lines = open_stream(server, "/v1/completions", completion(1000, stream=True))
+    _, lines = open_stream(server, "/v1/completions", completion(4000, stream=True))
     events = [line[len(b"data: ") :] for line in lines]
     assert events[-1] == b"[DONE]" and json.loads(events[-2])["error"]["code"] == "timeout"
     assert metric(server, "atencion_generation_running") == 0
