@@ -2,10 +2,13 @@
 
 Shapes: B batch, H heads, T queries, S keys, D head width, d = H·D model width.
 
-``attend`` chooses one of three compute paths and returns ``(output, probabilities | None)``:
+``attend`` chooses one of four compute paths and returns ``(output, probabilities | None)``:
 
 - dense fast path: ``F.scaled_dot_product_attention`` — only for the scaled dot-product score without relative
   positions when no probabilities are requested (``is_causal=True`` when causality is the only mask);
+- one-query path (``attend_one_query``): the same case with one query per row (decoding), float32 on the CPU
+  without autograd, on ``modeling.matvec``'s one-query kernel where it is built; SDPA's CPU kernel works on
+  blocks of queries and pays its setup per (row, head);
 - dense explicit path: scores → masked softmax → weighted values; it returns the probabilities it used;
 - block-sparse path (``modeling.sparse``): when a ``Layout`` covers the whole sequence (no cache); only the
   layout's blocks are computed. Decoding with a cache uses the layout's token mask on the dense paths instead
@@ -26,10 +29,13 @@ and ``pad_mask[b, j]`` is True. A query with no allowed key (only possible throu
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from modeling import matvec
 from modeling.config import TransformerConfig
 from modeling.kv_cache import KVCache
 from modeling.layouts import Layout
@@ -84,6 +90,8 @@ def attend(
     fused = isinstance(score, ScaledDotProduct) and relative is None and not need_weights
     mask, is_causal = dense_plan(layout, causal, pad_mask, q_pos, k_pos, fused=fused)
     row_ok = None if pad_mask is None else mask.any(-1, keepdim=True)  # (B, H|1, T, 1)
+    if fused and T == 1 and pad_mask is None and dropout_p == 0 and _one_query_fits(q, k, v):
+        return attend_one_query(q, k, v, mask, score.scale), None
     if fused:
         if row_ok is not None:
             mask = mask | ~row_ok  # a query without keys attends to anything; zeroed below
@@ -103,6 +111,27 @@ def attend(
     if relative is not None:
         out = out + relative.value_term(used, index)
     return out, (probs if need_weights else None)
+
+
+def attend_one_query(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+    """SDPA for one query per row on the one-query kernel (``modeling.matvec``, ``attention_kernel.h``): scores,
+    softmax and the weighted sum of values in one pass per (row, head) over its keys. ``q (B, H, 1, D)``,
+    ``k, v (B, H, S, D)`` float32, ``mask (B|1, H|1, 1, S)`` bool (True = allowed; every row allows a key) or
+    None → ``(B, H, 1, D)``."""
+    additive = None if mask is None else torch.where(mask, 0.0, -math.inf).to(q.dtype)  # (B|1, H|1, 1, S)
+    return torch.ops.atencion.attend_one(q, k, v, additive, scale)
+
+
+def _one_query_fits(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether ``attend_one_query`` takes these (``T = 1`` and no padding checked by the caller)."""
+    return (
+        q.device.type == "cpu"
+        and q.dtype == k.dtype == v.dtype == torch.float32
+        and q.shape[-1] % 16 == 0
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()  # the compiled step swaps SDPA for the kernel itself
+        and matvec.available()
+    )
 
 
 def attend_in_segments(

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from modeling.attention import MultiHeadAttention, attend
+from modeling import attention, matvec
+from modeling.attention import MultiHeadAttention, attend, attend_in_segments
+from modeling.checkpoint import build_model
 from modeling.config import AttentionConfig, DecoderConfig, EncoderConfig
 from modeling.kv_cache import KVCache
 from modeling.layouts import dense, layout_for
@@ -250,3 +252,118 @@ def test_module_apply_works_with_rope() -> None:
     seen = []
     mha.apply(seen.append)  # Rope.apply must not shadow nn.Module.apply
     assert mha in seen and mha.qkv in seen
+
+
+needs_kernels = pytest.mark.skipif(not matvec.available(), reason=f"{matvec.unavailable()}")
+
+
+def _sdpa_only(monkeypatch) -> None:
+    monkeypatch.setattr(attention, "_one_query_fits", lambda q, k, v: False)
+
+
+def _counted(monkeypatch) -> list[int]:
+    calls, kernel = [], attention.attend_one_query
+    monkeypatch.setattr(attention, "attend_one_query", lambda *a: calls.append(1) or kernel(*a))
+    return calls
+
+
+@needs_kernels
+@pytest.mark.parametrize("pattern", ["dense", "local"])
+@pytest.mark.parametrize("positions", ["shared", "per-row", "segments"])
+def test_one_query_kernel_is_sdpa_in_attend(monkeypatch, pattern: str, positions: str) -> None:
+    """One query per row, float32: the kernel's output is SDPA's (another order of the sums: 1e-5), for
+    shared positions (no mask), rows at their own positions (a causal mask per row) and a layout's mask."""
+    g = torch.Generator().manual_seed(0)
+    B, H, S, D = 6, 4, 40, 32
+    q, k, v = (torch.randn(B, H, n, D, generator=g) for n in (1, S, S))
+    layout = None if pattern == "dense" else layout_for(SPARSE["local"], 0, S, H, True)
+    q_pos = (
+        torch.tensor([S - 1]) if positions == "shared" else torch.tensor([[39], [30], [25], [25], [7], [0]])
+    )
+    options = dict(score=ScaledDotProduct(D), layout=layout, causal=True, q_pos=q_pos, k_pos=torch.arange(S))
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            if positions == "segments":  # rows 0–1 read 40 columns, 2–3 read 26, 4–5 read 8
+                return attend_in_segments(q, k, v, ((0, 2, 40), (2, 4, 26), (4, 6, 8)), **options)
+            return attend(q, k, v, pad_mask=None, **options)[0]
+
+    calls = _counted(monkeypatch)
+    got = run()
+    assert len(calls) == (3 if positions == "segments" else 1)
+    _sdpa_only(monkeypatch)
+    torch.testing.assert_close(got, run(), atol=1e-5, rtol=1e-5)
+
+
+@needs_kernels
+def test_one_query_kernel_is_not_taken_where_it_does_not_fit(monkeypatch) -> None:
+    """With autograd, padding, float64, several queries or a head width off 16's multiples: SDPA."""
+    calls = _counted(monkeypatch)
+    g = torch.Generator().manual_seed(0)
+    cases = [((2, 2, 1, 32), torch.float32, False, True), ((2, 2, 1, 32), torch.float32, True, False)]
+    cases += [((2, 2, 1, 32), torch.float64, False, False), ((2, 2, 3, 32), torch.float32, False, False)]
+    cases += [((2, 2, 1, 24), torch.float32, False, False)]
+    for shape, dtype, padded, grad in cases:
+        q, k = torch.randn(shape, generator=g, dtype=dtype), torch.randn(2, 2, 5, shape[-1], dtype=dtype)
+        pad_mask = torch.tensor([[True] * 5, [True, True, True, False, False]]) if padded else None
+        with torch.set_grad_enabled(grad):
+            attend(
+                q, k, k, score=ScaledDotProduct(shape[-1]), layout=None, causal=True, pad_mask=pad_mask,
+                q_pos=torch.arange(5 - shape[2], 5), k_pos=torch.arange(5),
+            )  # fmt: skip
+    assert calls == []
+
+
+@needs_kernels
+@pytest.mark.parametrize("pattern", ["dense", "local"])
+def test_one_query_kernel_decodes_like_sdpa(monkeypatch, pattern: str) -> None:
+    """A float32 decoder, both several-row steps: rows in lock step over a growing cache (``next_logits``),
+    and rows of different lengths at their own positions in a preallocated cache, reading the columns and
+    segments ``step_reads`` picks (the engine's step). Logits within 1e-4 of SDPA's, the same greedy ids."""
+    from service.engine import step_reads
+
+    attention_config = AttentionConfig() if pattern == "dense" else SPARSE["local"]
+    config = DecoderConfig(
+        vocab_size=300, d_model=64, n_layers=2, n_heads=4, d_ff=128, max_len=64, dropout=0.0,
+        attention=attention_config,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    g = torch.Generator().manual_seed(1)
+    lengths = (20, 18, 13, 13, 9, 9, 9, 9, 7, 5, 5, 4, 3, 2, 2, 1)  # longest first: several segments
+    prompts = [torch.randint(3, 300, (1, n), generator=g) for n in lengths]
+    B, together = len(prompts), torch.randint(3, 300, (len(prompts), 5), generator=g)
+
+    def decode() -> tuple[torch.Tensor, torch.Tensor]:
+        logits, chosen = [], []
+        with torch.inference_mode():
+            cache, ids = model.new_cache(), together  # lock step
+            for _ in range(12):
+                step = model.next_logits(ids, cache)  # (B, V)
+                ids = step.argmax(-1, keepdim=True)  # (B, 1)
+                logits.append(step), chosen.append(ids)
+            cache = model.preallocated_cache(B)  # each row at its own position
+            step = torch.cat(
+                [
+                    model.next_logits(p, [c.view(slice(r, r + 1)) for c in cache])
+                    for r, p in enumerate(prompts)
+                ]
+            )
+            lengths = [p.shape[1] for p in prompts]
+            for _ in range(12):
+                ids = step.argmax(-1, keepdim=True)  # (B, 1)
+                lengths = [n + 1 for n in lengths]
+                span, segments = step_reads(lengths, config.max_len)
+                positions = torch.tensor(lengths)[:, None] - 1  # (B, 1)
+                views = [c.view(slice(0, B), span, segments) for c in cache]
+                step = model.next_logits(ids, views, positions=positions)  # (B, V)
+                logits.append(step), chosen.append(ids)
+        return torch.stack(logits), torch.cat(chosen, 1)
+
+    calls = _counted(monkeypatch)
+    logits, ids = decode()
+    assert len(calls) >= 2 * 11 * config.n_layers
+    _sdpa_only(monkeypatch)
+    want_logits, want_ids = decode()
+    torch.testing.assert_close(logits, want_logits, atol=1e-4, rtol=0)
+    assert torch.equal(ids, want_ids)
