@@ -227,3 +227,11 @@ def _tiny_decoder():
 
     config = DecoderConfig(vocab_size=61, d_model=32, n_layers=1, n_heads=2, d_ff=48, max_len=64, dropout=0.0)
     return Decoder(config).eval()
+
+
+def test_the_installed_package_ships_the_kernel_sources() -> None:
+    """A wheel or the Docker image builds the library from the installed files: every source is package data."""
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert {source.name for source in matvec.SOURCES} <= set(data["modeling"])
