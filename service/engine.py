@@ -218,7 +218,10 @@ class Generation:
             self.cancel()
 
 
-def _deliver(deliveries: list[tuple[Generation, list[GeneratedToken | GenerationError]]]) -> None:
+Deliveries = list[tuple[Generation, list[GeneratedToken | GenerationError]]]  # items for each generation
+
+
+def _deliver(deliveries: Deliveries) -> None:
     """Hand each generation its items: one ``call_soon_threadsafe`` per event loop for a whole step (each call
     wakes the loop through a pipe and takes the GIL there), a plain queue for consumers outside a loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
@@ -237,7 +240,7 @@ def _deliver(deliveries: list[tuple[Generation, list[GeneratedToken | Generation
                 generation._engine._wake()
 
 
-def _receive_all(batch: list[tuple[Generation, list[GeneratedToken | GenerationError]]]) -> None:
+def _receive_all(batch: Deliveries) -> None:
     for generation, items in batch:
         generation._receive(items)
 
@@ -379,12 +382,13 @@ class Engine:
                         self._finish(sequence, waiting=True)
                     else:
                         live.append(sequence)
-                for group in _same_length(live):
-                    self._prefill(group)
+                last = [item for group in _same_length(live) for item in self._prefill(group)]
                 self._leave()
+                _deliver(last)
                 if self._running:
-                    self._decode()
+                    last = self._decode()
                     self._leave()
+                    _deliver(last)  # after their rows are free: a client may send its next request at once
             except Exception as error:  # noqa: BLE001 — a bug here must not leave clients waiting forever
                 for sequence in {*self._running, *joining}:
                     sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
@@ -403,9 +407,10 @@ class Engine:
         return sequence.end is not None
 
     @torch.inference_mode()
-    def _prefill(self, group: list[_Sequence]) -> None:
+    def _prefill(self, group: list[_Sequence]) -> Deliveries:
         """Prompts of one length together, into free rows next to each other (the rows stay longest first);
-        their first tokens go out at once. A burst of requests prefills as one batch, not one prompt at a time."""
+        their first tokens go out at once, but for those of sequences that end there (returned, as ``_emit``'s).
+        A burst of requests prefills as one batch, not one prompt at a time."""
         T, m = len(group[0].prompt_ids), len(group)
         for i, sequence in enumerate(group):
             s = sequence.sampling
@@ -436,12 +441,12 @@ class Engine:
                 sequence.end = "generation"
                 sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
                 self._finish(sequence, waiting=True)
-            return
+            return []
         for sequence in group:
             sequence.length = T
             sequence.last_token_at = sequence.submitted
         self._running[row:row] = group
-        self._emit(group, logits)
+        return self._emit(group, logits)
 
     def _make_room(self, length: int, count: int) -> int:
         """The first of ``count`` rows where sequences of ``length`` positions keep the rows longest first; the
@@ -468,8 +473,9 @@ class Engine:
         return step_reads(lengths, self.config.max_len, compiled=compiled)
 
     @torch.inference_mode()
-    def _decode(self) -> None:
-        """One token for every running row, each at its own position."""
+    def _decode(self) -> Deliveries:
+        """One token for every running row, each at its own position; returns the last tokens of the sequences
+        that ended, for the caller to deliver once their rows are free."""
         rows = self._running
         n = len(rows)
         span, segments = self._reads(rows)
@@ -484,15 +490,16 @@ class Engine:
             for sequence in rows:
                 sequence.end = "generation"
                 sequence.generation._put(GenerationError(f"generation failed: {error}", "generation"))
-            return
+            return []
         for sequence in rows:
             sequence.length += 1
         self.steps += 1
         self.observer.step(n)
-        self._emit(rows, logits)
+        return self._emit(rows, logits)
 
-    def _emit(self, rows: list[_Sequence], logits: torch.Tensor) -> None:
-        """Choose each row's token, update its state and send what its text allows."""
+    def _emit(self, rows: list[_Sequence], logits: torch.Tensor) -> Deliveries:
+        """Choose each row's token, update its state and send what its text allows; the last tokens of the
+        sequences that end here are returned, not sent (``_loop`` sends them once ``_leave`` freed the rows)."""
         first = self._running.index(rows[0])
         n = len(rows)
         seen = self._seen[first : first + n]
@@ -504,7 +511,7 @@ class Engine:
         top_k = max(s.top_logprobs for s in rows)
         top = logprobs.topk(top_k, dim=-1) if top_k else None
         now = time.monotonic()
-        deliveries = []
+        deliveries, last = [], []
         for row, (sequence, token_id, logprob) in enumerate(zip(rows, tokens.tolist(), chosen, strict=True)):
             sequence.next_id = token_id
             best = ()
@@ -518,13 +525,14 @@ class Engine:
                 if out:
                     self.observer.tokens(sequence.route, len(out), first_seconds, per_token)
                     sequence.last_token_at = now
-            if out:
-                deliveries.append((sequence.generation, out))
             sequence.sent += len(out)
             self.generated_tokens += len(out)
             if sequence.text.done:
                 sequence.end = out[-1].finish_reason
+            if out:
+                (last if sequence.text.done else deliveries).append((sequence.generation, out))
         _deliver(deliveries)
+        return last
 
     @torch.inference_mode()
     def _leave(self) -> None:

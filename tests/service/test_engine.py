@@ -92,9 +92,9 @@ def test_rows_stay_longest_first_as_requests_join_and_leave(tiny_checkpoints, mo
     engine = Engine(model, tokenizer, max_running=6, max_waiting=16)
     orders, decode = [], engine._decode
 
-    def checked() -> None:
+    def checked():
         orders.append([s.length for s in engine._running])
-        decode()
+        return decode()
 
     engine._decode = checked
     generations = [engine.submit(p, s, top_logprobs=5) for p, s in requests]
@@ -183,6 +183,21 @@ def test_a_cancelled_request_leaves_within_one_step(tiny_checkpoints) -> None:
         assert error.value.kind == "cancelled"
         again = list(engine.submit(prompt, Sampling(max_new_tokens=3)))  # the freed row serves the next one
         assert len(again) == 3
+    finally:
+        engine.stop()
+
+
+def test_a_row_is_free_when_its_last_token_arrives(tiny_checkpoints) -> None:
+    """A client that sends its next request as soon as its last token arrives finds the row free (the engine
+    frees a finished row before it delivers that row's last token), for every length up to a few steps."""
+    checkpoint = load_checkpoint(tiny_checkpoints / "decoder-dense")
+    engine = Engine(checkpoint.model, checkpoint.tokenizer, max_running=1, max_waiting=0).start()
+    try:
+        prompt = checkpoint.tokenizer.encode("El gato").ids
+        for tokens in [1, 2, 3, 1, 4, 2] * 5:
+            generated = list(engine.submit(prompt, Sampling(max_new_tokens=tokens)))
+            assert generated and generated[-1].finish_reason is not None
+            assert engine.running == 0  # an Overloaded at the next submit would say otherwise
     finally:
         engine.stop()
 
