@@ -3,11 +3,13 @@
 // matvec_kernel.h, compiled here for AVX-512, for AVX2 and for the baseline instruction set (GCC vector
 // extensions, so the compiler picks the instructions); the CPU picks one when the library loads.
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -90,13 +92,24 @@ Isa chosen() {
 
 const Isa ISA = chosen();
 
+// Threads (ATen's pool: torch.set_num_threads; inline at 1 thread) split the work where it pays: a thread per
+// range of outputs in units of 16 (each output is the same sum whichever thread computes it, so the result is
+// bitwise the same at any thread count), a thread per range of (row, head) pairs in the attention. A range
+// gets at least GRAIN multiply-adds (~µs of work): handing work to the other thread costs a few µs.
+constexpr int64_t GRAIN = 1 << 17;
+
 template <typename W>
 void run(const float* x, int64_t n, int64_t in, const W* w, int64_t out, float* y, const float* scale) {
+  const int64_t units = (out + LANES - 1) / LANES;  // the last one may hold fewer than 16 outputs
+  const int64_t per_unit = std::max<int64_t>(1, n * in * LANES);  // multiply-adds
+  at::parallel_for(0, units, (GRAIN + per_unit - 1) / per_unit, [&](int64_t u, int64_t u_end) {
+    const int64_t o = u * LANES, end = std::min(out, u_end * LANES);
 #ifdef X86
-  if (ISA == Isa::avx512) return avx512::matvec<W>(x, n, in, w, out, y, scale);
-  if (ISA == Isa::avx2) return avx2::matvec<W>(x, n, in, w, out, y, scale);
+    if (ISA == Isa::avx512) return avx512::matvec<W>(x, n, in, w, out, y, scale, o, end);
+    if (ISA == Isa::avx2) return avx2::matvec<W>(x, n, in, w, out, y, scale, o, end);
 #endif
-  generic::matvec<W>(x, n, in, w, out, y, scale);
+    generic::matvec<W>(x, n, in, w, out, y, scale, o, end);
+  });
 }
 
 void attend(const float* q, const float* k, const float* v, int64_t S, int64_t D, int64_t ks, int64_t vs,
@@ -180,15 +193,20 @@ at::Tensor attend_one(const at::Tensor& q_, const at::Tensor& k_, const at::Tens
     mp = m.data_ptr<float>();
   }
   at::Tensor out = at::empty({B, H, 1, D}, q.options());
-  thread_local std::vector<float> scores;
-  scores.resize(S);
   const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
+  float* op = out.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  const int64_t per_pair = std::max<int64_t>(1, 2 * S * D);  // multiply-adds
+  at::parallel_for(0, B * H, (GRAIN + per_pair - 1) / per_pair, [&](int64_t p, int64_t p_end) {
+    thread_local std::vector<float> scores;
+    scores.resize(S);
+    for (; p < p_end; ++p) {
+      const int64_t b = p / H, h = p % H;
       attend(qp + b * q.stride(0) + h * q.stride(1), kp + b * k.stride(0) + h * k.stride(1),
              vp + b * v.stride(0) + h * v.stride(1), S, D, k.stride(2), v.stride(2),
-             mp ? mp + b * ms[0] + h * ms[1] : nullptr, ms[3], static_cast<float>(scale), scores.data(),
-             out.data_ptr<float>() + (b * H + h) * D);
+             mp ? mp + b * ms[0] + h * ms[1] : nullptr, ms[3], sc, scores.data(), op + p * D);
+    }
+  });
   return out;
 }
 

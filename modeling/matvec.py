@@ -21,6 +21,14 @@ reduction loop whose one accumulator chain waits on every add.
 The sum over ``i`` runs in order, with fused multiply-adds: other products (MKL, oneDNN) add in another order,
 so outputs differ in the last bits; greedy ids stay the same (tests/modeling, bench/decoding.py).
 
+Threads: ATen's pool (``at::parallel_for``: ``torch.set_num_threads``, inline at one thread) splits a
+product's outputs in units of 16 and the attention's (row, head) pairs, where a thread's share is at least
+~128K multiply-adds (256 → 256 for one row stays on one thread: a hand-off costs a few µs). Each output is the
+same in-order sum whichever thread computes it, so the products are bitwise those of one thread. Measured at 2
+threads against 1 (same process, interleaved, load ~1.3): one row's 21 weight products 1.50x, 32 rows' 2.0x,
+``attend_one`` at 32 rows × 4 heads × 80 keys 1.78x; one thread as fast as before (built with ``-fopenmp``,
+which binds to the OpenMP runtime PyTorch already loaded).
+
 The library holds one more kernel of the compiled decode step, ``attend_one(q, k, v, mask, scale)``: one
 query's attention over a row's cached keys (``attention_kernel.h``; why: ``modeling.decode_step``).
 
@@ -55,7 +63,7 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 SOURCES = (HERE / "matvec.cpp", HERE / "matvec_kernel.h", HERE / "attention_kernel.h")
 COMPILER = "g++"  # resolved on PATH; tests point it elsewhere to see the fallback
-FLAGS = ["-O3", "-std=gnu++20", "-fPIC", "-shared", "-Wno-psabi", "-w"]
+FLAGS = ["-O3", "-std=gnu++20", "-fPIC", "-shared", "-fopenmp", "-Wno-psabi", "-w"]
 
 _state: dict[str, str | None] = {}  # "reason": None once loaded, else why not; empty until first asked
 

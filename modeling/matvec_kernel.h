@@ -43,29 +43,32 @@ INLINE void rest(const float* x, int64_t in, const W* w, int64_t out, int64_t o0
   }
 }
 
-// R rows against every output: blocks of NB · 16 outputs, one block for the 16s left, then the last out % 16
-// one by one. NB shrinks as R grows so that R · NB accumulators fit the 32 vector registers of AVX-512.
+// R rows against outputs [o, end) (o a multiple of 16): blocks of NB · 16 outputs, one block for the 16s left,
+// then the last end % 16 one by one (only where end = out). NB shrinks as R grows so that R · NB accumulators
+// fit the 32 vector registers of AVX-512. Each output's sum is the same whichever block computes it.
 template <typename W, int R>
-INLINE void rows(const float* x, int64_t in, const W* w, int64_t out, float* y, const float* scale) {
+INLINE void rows(const float* x, int64_t in, const W* w, int64_t out, float* y, const float* scale, int64_t o,
+                 int64_t end) {
   constexpr int NB = R == 1 ? 8 : R == 2 ? 6 : R == 4 ? 4 : 2;
-  int64_t o = 0;
-  for (; o + NB * LANES <= out; o += NB * LANES) block<W, R, NB>(x, in, w, out, o, y, scale);
-  const int64_t k = (out - o) / LANES;
+  for (; o + NB * LANES <= end; o += NB * LANES) block<W, R, NB>(x, in, w, out, o, y, scale);
+  const int64_t k = (end - o) / LANES;
   rest<W, R, NB - 1>(x, in, w, out, o, y, scale, k);
   o += k * LANES;
   for (int64_t r = 0; r < R; ++r)
-    for (int64_t j = o; j < out; ++j) {
+    for (int64_t j = o; j < end; ++j) {
       float sum = 0.f;
       for (int64_t i = 0; i < in; ++i) sum += x[r * in + i] * static_cast<float>(w[i * out + j]);
       y[r * out + j] = scale ? sum * scale[j] : sum;
     }
 }
 
-// Any number of rows: groups of 8, then 4, 2, 1 (the weight is streamed once per group).
+// Any number of rows against outputs [o, end): groups of 8, then 4, 2, 1 (the weight's columns o…end are
+// streamed once per group). modeling/matvec.cpp hands each thread its own range of outputs.
 template <typename W>
-void matvec(const float* x, int64_t n, int64_t in, const W* w, int64_t out, float* y, const float* scale) {
-  for (; n >= 8; n -= 8, x += 8 * in, y += 8 * out) rows<W, 8>(x, in, w, out, y, scale);
-  if (n >= 4) rows<W, 4>(x, in, w, out, y, scale), n -= 4, x += 4 * in, y += 4 * out;
-  if (n >= 2) rows<W, 2>(x, in, w, out, y, scale), n -= 2, x += 2 * in, y += 2 * out;
-  if (n >= 1) rows<W, 1>(x, in, w, out, y, scale);
+void matvec(const float* x, int64_t n, int64_t in, const W* w, int64_t out, float* y, const float* scale,
+            int64_t o, int64_t end) {
+  for (; n >= 8; n -= 8, x += 8 * in, y += 8 * out) rows<W, 8>(x, in, w, out, y, scale, o, end);
+  if (n >= 4) rows<W, 4>(x, in, w, out, y, scale, o, end), n -= 4, x += 4 * in, y += 4 * out;
+  if (n >= 2) rows<W, 2>(x, in, w, out, y, scale, o, end), n -= 2, x += 2 * in, y += 2 * out;
+  if (n >= 1) rows<W, 1>(x, in, w, out, y, scale, o, end);
 }

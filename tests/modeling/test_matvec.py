@@ -132,6 +132,38 @@ def test_one_query_attention_is_sdpa(S, D, mask) -> None:
 
 
 @needs_kernels
+@pytest.mark.parametrize("shape", [*SHIPPED, (1000, 1000), (300, 129), (37, 100)], ids=str)
+@pytest.mark.parametrize("rows", [1, 3, 13])
+def test_two_threads_give_bitwise_the_one_thread_products(shape, rows) -> None:
+    """Threads split the outputs in units of 16 (each output the same in-order sum), the attention by (row,
+    head) pairs: the same bits at any thread count, tails and split blocks included."""
+    x, w, bias = case(shape, rows)
+    q8, s8 = quantize_rows(w)
+    g = torch.Generator().manual_seed(rows)
+    S = 80 + rows
+    q, k, v = torch.randn(32, 4, 1, 64, generator=g), *torch.randn(2, 32, 4, S, 64, generator=g)
+    mask = torch.where(torch.arange(S) < torch.arange(32)[:, None, None, None] + 50, 0.0, float("-inf"))
+
+    def products() -> list[torch.Tensor]:
+        return [
+            matvec.matvec(x, w.t().contiguous(), bias),
+            matvec.matvec_int8(x, q8.t().contiguous(), s8),
+            torch.ops.atencion.attend_one(q, k, v, mask, 0.125),  # (32, 4, 1, 64)
+        ]
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = products()
+        torch.set_num_threads(2)
+        two = products()
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a, b)
+
+
+@needs_kernels
 def test_one_query_attention_refuses_what_it_does_not_do() -> None:
     q, k = torch.randn(1, 2, 1, 24), torch.randn(1, 2, 9, 24)
     with pytest.raises(RuntimeError, match="multiple of 16"):
