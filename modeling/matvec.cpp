@@ -95,8 +95,10 @@ const Isa ISA = chosen();
 // Threads (ATen's pool: torch.set_num_threads; inline at 1 thread) split the work where it pays: a thread per
 // range of outputs in units of 16 (each output is the same sum whichever thread computes it, so the result is
 // bitwise the same at any thread count), a thread per range of (row, head) pairs in the attention. A range
-// gets at least GRAIN multiply-adds (~µs of work): handing work to the other thread costs a few µs.
-constexpr int64_t GRAIN = 1 << 17;
+// gets at least GRAIN multiply-adds (~40 µs of work at one row): a hand-off costs a few µs in a quiet process,
+// 15–40 µs where another OpenMP runtime shares the process (CTranslate2's, in bench/decoding.py). One row
+// splits only the 256 → 8000 head; 32 rows split every product but 256 → 256, and the attention.
+constexpr int64_t GRAIN = 1 << 20;
 
 template <typename W>
 void run(const float* x, int64_t n, int64_t in, const W* w, int64_t out, float* y, const float* scale) {

@@ -23,11 +23,10 @@ so outputs differ in the last bits; greedy ids stay the same (tests/modeling, be
 
 Threads: ATen's pool (``at::parallel_for``: ``torch.set_num_threads``, inline at one thread) splits a
 product's outputs in units of 16 and the attention's (row, head) pairs, where a thread's share is at least
-~128K multiply-adds (256 → 256 for one row stays on one thread: a hand-off costs a few µs). Each output is the
-same in-order sum whichever thread computes it, so the products are bitwise those of one thread. Measured at 2
-threads against 1 (same process, interleaved, load ~1.3): one row's 21 weight products 1.50x, 32 rows' 2.0x,
-``attend_one`` at 32 rows × 4 heads × 80 keys 1.78x; one thread as fast as before (built with ``-fopenmp``,
-which binds to the OpenMP runtime PyTorch already loaded).
+~1M multiply-adds (for one row only the 256 → 8000 head splits: a hand-off costs a few µs, 15–40 µs where
+another OpenMP runtime shares the process). Each output is the same in-order sum whichever thread computes it,
+so the products are bitwise those of one thread. Built with ``-fopenmp``, bound to the OpenMP runtime PyTorch
+already loaded; one thread is as fast as before.
 
 The library holds one more kernel of the compiled decode step, ``attend_one(q, k, v, mask, scale)``: one
 query's attention over a row's cached keys (``attention_kernel.h``; why: ``modeling.decode_step``).
