@@ -76,6 +76,14 @@ class Projection(nn.Linear):
         y = x @ self.transposed()  # (…, in) @ (in, out)
         return y if self.bias is None else y + self.bias
 
+    def __getstate__(self) -> dict:
+        """A copy (``copy.deepcopy``, as ``modeling.quantization.quantize`` makes) leaves the derived copies of
+        the weight behind: they are rebuilt on demand, and oneDNN's blocked one cannot be copied at all."""
+        state = dict(super().__getstate__())
+        for name in ("_transposed", "_reordered", "packed"):
+            state.pop(name, None)
+        return state
+
     def pack(self) -> None:
         """Give compiled code the mat-vec kernel's ``(in, out)`` copy of the weight as it is now (where the
         kernels run; pack again after changing the weight)."""

@@ -36,6 +36,21 @@ def test_every_linear_layer_and_the_head_hold_int8_and_the_original_is_untouched
         assert torch.equal(v, before[k]), k
 
 
+def test_a_model_that_has_decoded_and_been_compiled_quantizes_too() -> None:
+    """Decoding several rows leaves oneDNN's blocked weights (opaque tensors) on the projections, one row the
+    mat-vec's copies, a compiled step its packed ones; quantizing deep-copies the model and must not trip on them."""
+    model = make()
+    CompiledDecoder(model)  # packs the one-row weights
+    with torch.inference_mode():
+        cache = model.new_cache()
+        model.next_logits(torch.randint(3, 61, (4, 5)), cache)  # several rows: oneDNN where available
+        model.next_logits(torch.randint(3, 61, (1, 5)), model.new_cache())  # one row
+    q = quantize(model, "int8")
+    ids = torch.randint(3, 61, (2, 6))
+    with torch.inference_mode():
+        assert torch.allclose(q(ids).logits, model(ids).logits, atol=0.05)
+
+
 def test_rounding_error_is_at_most_half_a_scale_step() -> None:
     linear = torch.nn.Linear(40, 24)
     q = Int8Linear(linear)
