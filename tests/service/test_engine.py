@@ -42,6 +42,16 @@ def _requests(tokenizer, n: int = 16, seed: int = 0) -> list[tuple[list[int], Sa
     return out
 
 
+def _run_queued(engine: Engine, requests: list[tuple[list[int], Sampling]]) -> list[list]:
+    """Queue every request before the engine starts (they join in one go), then collect each one's tokens."""
+    generations = [engine.submit(p, s, top_logprobs=5) for p, s in requests]
+    engine.start()
+    try:
+        return [list(g) for g in generations]
+    finally:
+        engine.stop()
+
+
 def _near_tie(top: tuple[tuple[int, float], ...]) -> bool:
     return len(top) > 1 and top[0][1] - top[1][1] < NEAR_TIE
 
@@ -52,12 +62,7 @@ def test_sixteen_mixed_requests_match_running_alone(tiny_checkpoints, name: str)
     model, tokenizer = checkpoint.model, checkpoint.tokenizer
     requests = _requests(tokenizer)
     engine = Engine(model, tokenizer, max_running=16, max_waiting=16)
-    generations = [engine.submit(p, s, top_logprobs=5) for p, s in requests]  # all queued before the start
-    engine.start()
-    try:
-        batched = [list(g) for g in generations]
-    finally:
-        engine.stop()
+    batched = _run_queued(engine, requests)
     assert engine.steps < sum(len(b) for b in batched) / 2  # really batched: far fewer steps than tokens
     _assert_as_alone(model, tokenizer, requests, batched, name)
 
@@ -97,12 +102,7 @@ def test_rows_stay_longest_first_as_requests_join_and_leave(tiny_checkpoints, mo
         return decode()
 
     engine._decode = checked
-    generations = [engine.submit(p, s, top_logprobs=5) for p, s in requests]
-    engine.start()
-    try:
-        batched = [list(g) for g in generations]
-    finally:
-        engine.stop()
+    batched = _run_queued(engine, requests)
     assert len(orders) > 20 and all(order == sorted(order, reverse=True) for order in orders)
     assert any(len(order) == 6 for order in orders)
     _assert_as_alone(model, tokenizer, requests, batched, "decoder-dense")
@@ -129,12 +129,7 @@ def test_a_burst_prefills_each_prompt_length_as_one_batch(tiny_checkpoints, name
 
     monkeypatch.setattr(model, "next_logits", counted)
     engine = Engine(model, tokenizer, max_running=8, max_waiting=8)
-    generations = [engine.submit(p, s, top_logprobs=5) for p, s in requests]  # all queued before the start
-    engine.start()
-    try:
-        batched = [list(g) for g in generations]
-    finally:
-        engine.stop()
+    batched = _run_queued(engine, requests)
     lengths = sorted({len(p) for p, _ in requests}, reverse=True)
     counts = {n: sum(len(p) == n for p, _ in requests) for n in lengths}
     assert prefills == [(counts[n], n) for n in lengths] and max(counts.values()) > 1, prefills
